@@ -1,0 +1,157 @@
+// vgg::ops — the differentiable op API every layer above uses. Each op checks its inputs
+// (a bad shape, dtype or device throws vgg::Error naming the op and the shapes), runs its
+// kernel through the dispatch registry and, when grad mode is on and an input requires grad,
+// records a node whose backward is written with these same ops (so double backward works,
+// except for fused kernels, which say so).
+#pragma once
+#include <utility>
+#include <vector>
+
+#include "autograd/engine.h"
+#include "autograd/grad_mode.h"
+#include "tensor/factory.h"
+#include "tensor/tensor.h"
+
+namespace vgg::ops {
+
+using Dims = std::vector<int64_t>;
+
+// ---- elementwise, unary --------------------------------------------------------------
+Tensor neg(const Tensor& x);
+Tensor abs(const Tensor& x);
+Tensor exp(const Tensor& x);
+Tensor log(const Tensor& x);
+Tensor sqrt(const Tensor& x);
+Tensor rsqrt(const Tensor& x);
+Tensor square(const Tensor& x);
+Tensor sin(const Tensor& x);
+Tensor cos(const Tensor& x);
+Tensor tanh(const Tensor& x);
+Tensor sigmoid(const Tensor& x);
+Tensor silu(const Tensor& x);
+Tensor relu(const Tensor& x);
+Tensor gelu(const Tensor& x, bool tanh_approximation = false);
+Tensor erf(const Tensor& x);
+Tensor reciprocal(const Tensor& x);
+Tensor sign(const Tensor& x);  // gradient zero
+Tensor pow(const Tensor& x, double exponent);
+Tensor clamp(const Tensor& x, double lo, double hi);  // use ±INFINITY for a one-sided clamp
+
+// ---- elementwise, binary (NumPy broadcasting; dtypes and devices must match) ----------
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+Tensor pow(const Tensor& a, const Tensor& b);
+Tensor maximum(const Tensor& a, const Tensor& b);  // ties split the gradient equally
+Tensor minimum(const Tensor& a, const Tensor& b);
+Tensor add(const Tensor& a, double s);
+Tensor mul(const Tensor& a, double s);
+// comparisons return bool tensors and have no gradient
+Tensor eq(const Tensor& a, const Tensor& b);
+Tensor ne(const Tensor& a, const Tensor& b);
+Tensor lt(const Tensor& a, const Tensor& b);
+Tensor le(const Tensor& a, const Tensor& b);
+Tensor gt(const Tensor& a, const Tensor& b);
+Tensor ge(const Tensor& a, const Tensor& b);
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
+
+// ---- reductions (dims may be negative; an empty list reduces over all dims) -----------
+Tensor sum(const Tensor& x, const Dims& dims = {}, bool keepdim = false);
+Tensor mean(const Tensor& x, const Dims& dims = {}, bool keepdim = false);
+Tensor var(const Tensor& x, const Dims& dims = {}, int64_t correction = 1, bool keepdim = false);
+Tensor amax(const Tensor& x, const Dims& dims = {}, bool keepdim = false);  // ties share the gradient
+Tensor amin(const Tensor& x, const Dims& dims = {}, bool keepdim = false);
+Tensor max(const Tensor& x, int64_t dim, bool keepdim = false);  // values along one dim
+Tensor min(const Tensor& x, int64_t dim, bool keepdim = false);
+Tensor argmax(const Tensor& x, int64_t dim, bool keepdim = false);  // i64, no gradient
+Tensor argmin(const Tensor& x, int64_t dim, bool keepdim = false);
+// p-norm over dims: p = 2 (default), 1, or INFINITY
+Tensor norm(const Tensor& x, double p = 2.0, const Dims& dims = {}, bool keepdim = false);
+// Sums x down to `shape` (the reverse of broadcasting).
+Tensor sum_to(const Tensor& x, const Shape& shape);
+
+// ---- linear algebra -------------------------------------------------------------------
+// NumPy matmul semantics: 1-D operands are promoted, batch dims broadcast.
+Tensor matmul(const Tensor& a, const Tensor& b);
+
+// ---- neural-network ops -----------------------------------------------------------------
+Tensor softmax(const Tensor& x, int64_t dim);
+Tensor log_softmax(const Tensor& x, int64_t dim);
+// Normalises over the trailing dims given by normalized_shape; weight/bias may be undefined.
+Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight = Tensor(),
+                  const Tensor& bias = Tensor(), double eps = 1e-5);
+Tensor rms_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight = Tensor(), double eps = 1e-6);
+Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index);              // index: 1-D i64/i32
+Tensor index_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& src);  // out-of-place
+Tensor gather(const Tensor& x, int64_t dim, const Tensor& index);  // index: x's shape except along dim
+Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& src);  // out-of-place
+Tensor embedding(const Tensor& weight, const Tensor& index);  // weight [V, D], index any shape -> [..., D]
+// Constant padding, PyTorch order: {last_lo, last_hi, second_last_lo, second_last_hi, ...}; pads >= 0.
+Tensor pad(const Tensor& x, const std::vector<int64_t>& pads, double value = 0.0);
+
+struct Conv2dOptions {
+  int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
+};
+// x [N, C, H, W], weight [O, C, kh, kw], bias [O] or undefined. im2col + GEMM.
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(), Conv2dOptions o = {});
+// x [N, C, H, W] -> [N, C*kh*kw, OH*OW], and its adjoint.
+Tensor im2col(const Tensor& x, int64_t kh, int64_t kw, Conv2dOptions o = {});
+Tensor col2im(const Tensor& cols, const Shape& image_shape, int64_t kh, int64_t kw, Conv2dOptions o = {});
+// Average pooling with zero padding counted in the mean (PyTorch's count_include_pad=True).
+Tensor avg_pool2d(const Tensor& x, int64_t kh, int64_t kw, Conv2dOptions o = {});
+Tensor avg_pool2d_adjoint(const Tensor& y, const Shape& image_shape, int64_t kh, int64_t kw, Conv2dOptions o = {});
+
+// Attention softmax(scale · Q Kᵀ) V over q [..., Sq, D], k [..., Sk, D], v [..., Sk, Dv].
+// Naive materialises the scores with differentiable ops (any derivative order, f64 reference).
+// Tiled is the online-softmax kernel: O(S) memory, its own backward kernel, no double backward.
+enum class AttentionImpl { Naive, Tiled };
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale,
+                 AttentionImpl impl = AttentionImpl::Tiled);
+
+// ---- shape and views (views share storage with their input) ----------------------------
+Tensor reshape(const Tensor& x, const Shape& shape);  // one -1 allowed; copies only when needed
+Tensor view(const Tensor& x, const Shape& shape);     // never copies; throws when impossible
+Tensor permute(const Tensor& x, const Dims& order);
+Tensor transpose(const Tensor& x, int64_t d0, int64_t d1);
+Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length);
+Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end);  // negative indices wrap
+Tensor expand(const Tensor& x, const Shape& shape);  // -1 keeps a size
+Tensor squeeze(const Tensor& x);                     // all size-1 dims
+Tensor squeeze(const Tensor& x, int64_t dim);
+Tensor unsqueeze(const Tensor& x, int64_t dim);
+Tensor flatten(const Tensor& x, int64_t start_dim = 0, int64_t end_dim = -1);
+Tensor contiguous(const Tensor& x);
+Tensor to(const Tensor& x, DType dtype);
+Tensor to(const Tensor& x, Device device);
+Tensor clone(const Tensor& x);
+Tensor cat(const std::vector<Tensor>& xs, int64_t dim);
+std::vector<Tensor> split(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim);
+std::vector<Tensor> split(const Tensor& x, int64_t chunk_size, int64_t dim);
+std::vector<Tensor> chunk(const Tensor& x, int64_t chunks, int64_t dim);
+Tensor stack(const std::vector<Tensor>& xs, int64_t dim);
+
+// ---- in place (bump the version; refuse tensors that require grad while grad mode is on) --
+void add_(const Tensor& x, const Tensor& other, double alpha = 1.0);  // x += alpha * other
+void mul_(const Tensor& x, double s);
+void copy_(const Tensor& x, const Tensor& src);
+void zero_(const Tensor& x);
+
+}  // namespace vgg::ops
+
+namespace vgg {
+// Arithmetic operators on tensors (differentiable).
+inline Tensor operator+(const Tensor& a, const Tensor& b) { return ops::add(a, b); }
+inline Tensor operator-(const Tensor& a, const Tensor& b) { return ops::sub(a, b); }
+inline Tensor operator*(const Tensor& a, const Tensor& b) { return ops::mul(a, b); }
+inline Tensor operator/(const Tensor& a, const Tensor& b) { return ops::div(a, b); }
+inline Tensor operator-(const Tensor& a) { return ops::neg(a); }
+inline Tensor operator+(const Tensor& a, double s) { return ops::add(a, s); }
+inline Tensor operator+(double s, const Tensor& a) { return ops::add(a, s); }
+inline Tensor operator-(const Tensor& a, double s) { return ops::add(a, -s); }
+inline Tensor operator-(double s, const Tensor& a) { return ops::add(ops::neg(a), s); }
+inline Tensor operator*(const Tensor& a, double s) { return ops::mul(a, s); }
+inline Tensor operator*(double s, const Tensor& a) { return ops::mul(a, s); }
+inline Tensor operator/(const Tensor& a, double s) { return ops::mul(a, 1.0 / s); }
+inline Tensor operator/(double s, const Tensor& a) { return ops::mul(ops::reciprocal(a), s); }
+}  // namespace vgg

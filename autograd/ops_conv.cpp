@@ -1,0 +1,115 @@
+// conv2d as im2col + GEMM, and average pooling. im2col/col2im and avg_pool2d/its adjoint are
+// linear maps that are each other's transposes, so every derivative order comes for free.
+#include "autograd/ops_util.h"
+#include "kernels/conv.h"
+
+namespace vgg::ops {
+
+namespace {
+
+kernels::Conv2dGeom geometry(const char* op, const Shape& img, int64_t kh, int64_t kw, const Conv2dOptions& o) {
+  VGG_CHECK(img.size() == 4, op, ": expects an NCHW input, got shape ", shape_str(img));
+  VGG_CHECK(kh > 0 && kw > 0, op, ": kernel size ", kh, "x", kw, " must be positive");
+  VGG_CHECK(o.stride_h > 0 && o.stride_w > 0, op, ": stride ", o.stride_h, "x", o.stride_w, " must be positive");
+  VGG_CHECK(o.pad_h >= 0 && o.pad_w >= 0, op, ": padding ", o.pad_h, "x", o.pad_w, " must be >= 0");
+  kernels::Conv2dGeom g{img[0], img[1], img[2], img[3], kh, kw, o.stride_h, o.stride_w, o.pad_h, o.pad_w, 0, 0};
+  VGG_CHECK(g.h + 2 * g.ph >= kh && g.w + 2 * g.pw >= kw, op, ": kernel ", kh, "x", kw,
+            " is larger than the padded input ", shape_str(img));
+  g.oh = (g.h + 2 * g.ph - kh) / g.sh + 1;
+  g.ow = (g.w + 2 * g.pw - kw) / g.sw + 1;
+  return g;
+}
+
+}  // namespace
+
+Tensor im2col(const Tensor& x, int64_t kh, int64_t kw, Conv2dOptions o) {
+  detail::check_float("im2col", x);
+  auto g = geometry("im2col", x.shape(), kh, kw, o);
+  Tensor xc = contiguous_raw(x);
+  Tensor cols = empty({g.n, g.c * kh * kw, g.oh * g.ow}, x.dtype(), x.device());
+  if (cols.numel() > 0) get_kernel<kernels::Im2ColFn>("im2col", x.device(), x.dtype())(g, xc.data_ptr(), cols.data_ptr());
+  if (any_requires_grad({&x})) {
+    auto node = record("im2col", {x}, {&cols});
+    Shape xs = x.shape();
+    node->backward = [xs, kh, kw, o](const Grads& gr, const std::vector<bool>&) -> Grads {
+      return {col2im(gr[0], xs, kh, kw, o)};
+    };
+  }
+  return cols;
+}
+
+Tensor col2im(const Tensor& cols, const Shape& image_shape, int64_t kh, int64_t kw, Conv2dOptions o) {
+  detail::check_float("col2im", cols);
+  auto g = geometry("col2im", image_shape, kh, kw, o);
+  Shape want = {g.n, g.c * kh * kw, g.oh * g.ow};
+  VGG_CHECK(cols.shape() == want, "col2im: columns have shape ", shape_str(cols.shape()), ", expected ",
+            shape_str(want));
+  Tensor cc = contiguous_raw(cols);
+  Tensor x = empty(image_shape, cols.dtype(), cols.device());
+  if (x.numel() > 0) get_kernel<kernels::Col2ImFn>("col2im", cols.device(), cols.dtype())(g, cc.data_ptr(), x.data_ptr());
+  if (any_requires_grad({&cols})) {
+    auto node = record("col2im", {cols}, {&x});
+    node->backward = [kh, kw, o](const Grads& gr, const std::vector<bool>&) -> Grads {
+      return {im2col(gr[0], kh, kw, o)};
+    };
+  }
+  return x;
+}
+
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, Conv2dOptions o) {
+  detail::check_same("conv2d", x, w);
+  detail::check_float("conv2d", x);
+  VGG_CHECK(x.dim() == 4 && w.dim() == 4, "conv2d: expects input [N, C, H, W] and weight [O, C, kh, kw], got ",
+            describe(x), " and ", describe(w));
+  VGG_CHECK(w.shape()[1] == x.shape()[1], "conv2d: weight ", shape_str(w.shape()), " expects ", w.shape()[1],
+            " input channels, input ", shape_str(x.shape()), " has ", x.shape()[1]);
+  if (b.defined()) {
+    detail::check_same("conv2d", x, b);
+    VGG_CHECK(b.shape() == Shape{w.shape()[0]}, "conv2d: bias has shape ", shape_str(b.shape()), ", expected [",
+              w.shape()[0], "]");
+  }
+  const int64_t O = w.shape()[0], kh = w.shape()[2], kw = w.shape()[3];
+  auto g = geometry("conv2d", x.shape(), kh, kw, o);
+  Tensor cols = im2col(x, kh, kw, o);                    // [N, C*kh*kw, L]
+  Tensor y = matmul(reshape(w, {O, -1}), cols);          // [N, O, L]
+  y = reshape(y, {g.n, O, g.oh, g.ow});
+  if (b.defined()) y = add(y, reshape(b, {1, O, 1, 1}));
+  return y;
+}
+
+Tensor avg_pool2d(const Tensor& x, int64_t kh, int64_t kw, Conv2dOptions o) {
+  detail::check_float("avg_pool2d", x);
+  auto g = geometry("avg_pool2d", x.shape(), kh, kw, o);
+  Tensor xc = contiguous_raw(x);
+  Tensor y = empty({g.n, g.c, g.oh, g.ow}, x.dtype(), x.device());
+  if (y.numel() > 0) get_kernel<kernels::AvgPoolFn>("avg_pool2d", x.device(), x.dtype())(g, xc.data_ptr(), y.data_ptr());
+  if (any_requires_grad({&x})) {
+    auto node = record("avg_pool2d", {x}, {&y});
+    Shape xs = x.shape();
+    node->backward = [xs, kh, kw, o](const Grads& gr, const std::vector<bool>&) -> Grads {
+      return {avg_pool2d_adjoint(gr[0], xs, kh, kw, o)};
+    };
+  }
+  return y;
+}
+
+Tensor avg_pool2d_adjoint(const Tensor& y, const Shape& image_shape, int64_t kh, int64_t kw, Conv2dOptions o) {
+  detail::check_float("avg_pool2d_adjoint", y);
+  auto g = geometry("avg_pool2d_adjoint", image_shape, kh, kw, o);
+  Shape want = {g.n, g.c, g.oh, g.ow};
+  VGG_CHECK(y.shape() == want, "avg_pool2d_adjoint: input has shape ", shape_str(y.shape()), ", expected ",
+            shape_str(want));
+  Tensor yc = contiguous_raw(y);
+  Tensor x = empty(image_shape, y.dtype(), y.device());
+  if (x.numel() > 0)
+    get_kernel<kernels::AvgPoolAdjointFn>("avg_pool2d_adjoint", y.device(), y.dtype())(g, yc.data_ptr(), x.data_ptr());
+  if (any_requires_grad({&y})) {
+    auto node = record("avg_pool2d_adjoint", {y}, {&x});
+    node->backward = [kh, kw, o](const Grads& gr, const std::vector<bool>&) -> Grads {
+      return {avg_pool2d(gr[0], kh, kw, o)};
+    };
+  }
+  return x;
+}
+
+}  // namespace vgg::ops

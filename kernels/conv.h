@@ -1,0 +1,23 @@
+// im2col / col2im (adjoint pair) and average pooling (forward and its adjoint) for NCHW data.
+#pragma once
+#include <cstdint>
+
+namespace vgg::kernels {
+
+struct Conv2dGeom {
+  int64_t n, c, h, w;     // input
+  int64_t kh, kw;         // kernel
+  int64_t sh, sw;         // stride
+  int64_t ph, pw;         // zero padding
+  int64_t oh, ow;         // output
+};
+// cols [n, c*kh*kw, oh*ow] from x [n, c, h, w] (contiguous)
+using Im2ColFn = void (*)(const Conv2dGeom& g, const void* x, void* cols);
+// x [n, c, h, w] = sum of the cols entries that map onto each pixel (x is overwritten)
+using Col2ImFn = void (*)(const Conv2dGeom& g, const void* cols, void* x);
+// y [n, c, oh, ow] = mean over the window, padding counted as zeros (count_include_pad)
+using AvgPoolFn = void (*)(const Conv2dGeom& g, const void* x, void* y);
+// x [n, c, h, w] = adjoint of AvgPoolFn applied to y (x is overwritten)
+using AvgPoolAdjointFn = void (*)(const Conv2dGeom& g, const void* y, void* x);
+
+}  // namespace vgg::kernels

@@ -1,0 +1,36 @@
+// CUDA runtime hooks: device discovery for the tensor layer. Compiled only when the CUDA
+// toolkit is present; on a machine without a GPU it reports why no device is usable.
+#include <cuda_runtime.h>
+
+#include <string>
+
+#include "tensor/device.h"
+
+namespace vgg::kernels::cuda {
+namespace {
+
+int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky error
+    return 0;
+  }
+  return n;
+}
+
+std::string unavailable_reason() {
+  int n = 0;
+  cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return std::string("CUDA error: ") + cudaGetErrorString(e);
+  }
+  return n == 0 ? "no CUDA device" : "";
+}
+
+struct Registrar {
+  Registrar() { set_cuda_runtime_hooks({&device_count, &unavailable_reason}); }
+} registrar;
+
+}  // namespace
+}  // namespace vgg::kernels::cuda

@@ -1,0 +1,17 @@
+// Batched GEMM: C[b] = op(A[b]) · op(B[b]) for b < batch, with uniform batch strides
+// (stride 0 broadcasts). Row-major matrices with leading dimensions lda/ldb/ldc; trans
+// flags mean the stored matrix is the transpose. bf16 computes in f32.
+#pragma once
+#include <cstdint>
+
+namespace vgg::kernels {
+
+struct GemmArgs {
+  int64_t batch = 1, m = 0, n = 0, k = 0;
+  bool trans_a = false, trans_b = false;
+  int64_t lda = 0, ldb = 0, ldc = 0;
+  int64_t stride_a = 0, stride_b = 0, stride_c = 0;
+};
+using GemmFn = void (*)(const GemmArgs& g, const void* a, const void* b, void* c);
+
+}  // namespace vgg::kernels

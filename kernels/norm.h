@@ -1,0 +1,13 @@
+// Row normalisations over the last n elements of contiguous [rows, n] data.
+// layer_norm: y = (x - mean) * rstd * w + b  (w, b may be null)
+// rms_norm:   y = x * rsqrt(mean(x^2) + eps) * w  (w may be null)
+#pragma once
+#include <cstdint>
+
+namespace vgg::kernels {
+
+using LayerNormFn = void (*)(int64_t rows, int64_t n, const void* x, const void* w, const void* b, double eps,
+                             void* y);
+using RmsNormFn = void (*)(int64_t rows, int64_t n, const void* x, const void* w, double eps, void* y);
+
+}  // namespace vgg::kernels

@@ -1,0 +1,9 @@
+// Softmax / log-softmax over the middle axis of a contiguous [outer, n, inner] block.
+#pragma once
+#include <cstdint>
+
+namespace vgg::kernels {
+
+using SoftmaxFn = void (*)(bool log, int64_t outer, int64_t n, int64_t inner, const void* x, void* y);
+
+}  // namespace vgg::kernels

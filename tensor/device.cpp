@@ -1,0 +1,44 @@
+#include "tensor/device.h"
+
+#include "tensor/error.h"
+
+namespace vgg {
+
+namespace {
+CudaRuntimeHooks& hooks() {
+  static CudaRuntimeHooks h;
+  return h;
+}
+}  // namespace
+
+const char* device_type_name(DeviceType t) { return t == DeviceType::CPU ? "cpu" : "cuda"; }
+
+std::string Device::str() const {
+  if (type == DeviceType::CPU) return "cpu";
+  return "cuda:" + std::to_string(index);
+}
+
+Device Device::parse(const std::string& s) {
+  if (s == "cpu") return cpu();
+  if (s == "cuda") return cuda(0);
+  if (s.rfind("cuda:", 0) == 0) {
+    try {
+      size_t used = 0;
+      int i = std::stoi(s.substr(5), &used);
+      if (used == s.size() - 5 && i >= 0) return cuda(i);
+    } catch (...) {
+    }
+  }
+  VGG_FAIL("invalid device '", s, "' (expected cpu, cuda or cuda:N)");
+}
+
+void set_cuda_runtime_hooks(const CudaRuntimeHooks& h) { hooks() = h; }
+bool cuda_built() { return hooks().device_count != nullptr; }
+int cuda_device_count() { return hooks().device_count ? hooks().device_count() : 0; }
+std::string cuda_unavailable_reason() {
+  if (!hooks().device_count) return "vggflow was built without CUDA";
+  if (hooks().device_count() > 0) return "";
+  return hooks().unavailable_reason ? hooks().unavailable_reason() : "no CUDA device";
+}
+
+}  // namespace vgg

@@ -1,0 +1,39 @@
+// Device abstraction: CPU always; CUDA:n when the CUDA backend is built and a GPU is present.
+#pragma once
+#include <string>
+
+namespace vgg {
+
+enum class DeviceType : uint8_t { CPU = 0, CUDA = 1 };
+constexpr int kNumDeviceTypes = 2;
+
+struct Device {
+  DeviceType type = DeviceType::CPU;
+  int index = 0;
+  static Device cpu() { return {DeviceType::CPU, 0}; }
+  static Device cuda(int i = 0) { return {DeviceType::CUDA, i}; }
+  bool is_cpu() const { return type == DeviceType::CPU; }
+  bool is_cuda() const { return type == DeviceType::CUDA; }
+  bool operator==(const Device& o) const { return type == o.type && index == o.index; }
+  bool operator!=(const Device& o) const { return !(*this == o); }
+  std::string str() const;
+  static Device parse(const std::string& s);  // "cpu", "cuda", "cuda:1"
+};
+
+const char* device_type_name(DeviceType t);
+
+// True when the CUDA backend was compiled in (it registers itself at load time).
+bool cuda_built();
+// Number of usable GPUs; 0 when not built or when no driver/device is present.
+int cuda_device_count();
+// Why CUDA is unavailable (empty when a device is usable).
+std::string cuda_unavailable_reason();
+
+// Hooks the CUDA backend installs when it is linked in.
+struct CudaRuntimeHooks {
+  int (*device_count)() = nullptr;
+  std::string (*unavailable_reason)() = nullptr;
+};
+void set_cuda_runtime_hooks(const CudaRuntimeHooks& h);
+
+}  // namespace vgg
