@@ -49,6 +49,23 @@ Tensor SavedTensor::unpack(const char* op) const {
   return t;
 }
 
+Node::~Node() {
+  std::vector<std::shared_ptr<Node>> stack;
+  for (auto& e : next)
+    if (e.node) stack.push_back(std::move(e.node));
+  next.clear();
+  while (!stack.empty()) {
+    std::shared_ptr<Node> n = std::move(stack.back());
+    stack.pop_back();
+    if (n.use_count() == 1) {  // we hold the last reference: empty it before it dies
+      n->release();
+      for (auto& e : n->next)
+        if (e.node) stack.push_back(std::move(e.node));
+      n->next.clear();
+    }
+  }
+}
+
 Grads FunctionNode::apply(const Grads& grads, const std::vector<bool>& needs) {
   VGG_CHECK(!released, "backward through '", name, "' a second time: its saved tensors were freed after the first ",
             "backward; pass retain_graph=true to the first backward");

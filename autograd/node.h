@@ -46,7 +46,8 @@ class SavedTensor {
 using Grads = std::vector<Tensor>;
 
 struct Node : std::enable_shared_from_this<Node> {
-  virtual ~Node() = default;
+  // Tears long chains down iteratively (a recursive release would overflow the stack).
+  virtual ~Node();
   // grads[i] is the gradient of output i (undefined when none arrived); needs[j] says
   // whether input j wants a gradient. Returns one (possibly undefined) tensor per input.
   virtual Grads apply(const Grads& grads, const std::vector<bool>& needs) = 0;
@@ -61,6 +62,7 @@ struct Node : std::enable_shared_from_this<Node> {
 
 // The backward of one recorded op.
 struct FunctionNode final : Node {
+  ~FunctionNode() override { backward = nullptr; }
   std::function<Grads(const Grads&, const std::vector<bool>&)> backward;
   bool released = false;
   Grads apply(const Grads& grads, const std::vector<bool>& needs) override;
