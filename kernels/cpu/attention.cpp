@@ -1,25 +1,63 @@
-// CPU tiled attention with online softmax (the flash-attention algorithm): the S x S score
-// matrix is never materialised; each (batch*head, query block) keeps a running max m, a
-// running sum l and an unnormalised accumulator, rescaled when a new key block raises m.
-// Backward recomputes P = exp(scale*QK^T - lse) tile by tile.
+// CPU tiled attention with online softmax (the flash-attention algorithm). The S x S score
+// matrix is never materialised: each task owns (one batch*head, a block of kBr queries) and
+// walks the keys in blocks of kBc, keeping a running row max m, row sum l and an unnormalised
+// output accumulator that is rescaled when m grows. The two products per tile
+// (S = scale·Q Kᵀ and acc += P V) are single-threaded OpenBLAS GEMMs inside our OpenMP tasks.
+// Extra memory per task: kBr x (kBc + dv) values, independent of the sequence length.
+// Backward recomputes P = exp(S - lse) per tile; one task per batch*head owns dQ, dK and dV,
+// so no atomics are needed and results do not depend on the thread count.
+#include <cblas.h>
+
 #include <cmath>
 #include <vector>
 
 #include "kernels/attention.h"
 #include "kernels/cpu/loops.h"
+#include "kernels/cpu/vec_math.h"
 #include "tensor/dispatch.h"
 #include "tensor/dtype.h"
 
 namespace vgg::kernels::cpu {
 namespace {
 
-constexpr int64_t kBr = 32;  // query rows per tile
-constexpr int64_t kBc = 64;  // key rows per tile
+constexpr int64_t kBr = 64;   // queries per tile
+constexpr int64_t kBc = 256;  // keys per tile
 
-template <typename T, typename V>
-void widen(const T* src, V* dst, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<V>(load(src[i]));
+// Row-major C = alpha·op(A)·op(B) + beta·C.
+inline void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+                 const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(m), int(n), int(k),
+              alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
 }
+inline void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const double* a, int64_t lda,
+                 const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
+  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(m), int(n), int(k),
+              alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
+}
+
+template <typename V>
+inline V vexp(V x) {
+  if constexpr (std::is_same_v<V, float>)
+    return exp_f32(x);
+  else
+    return std::exp(x);
+}
+
+// A [rows, cols] slice in the compute type: the data itself for f32/f64, a widened copy for bf16.
+template <typename T, typename V>
+struct Slice {
+  std::vector<V> buf;
+  const V* p;
+  Slice(const T* src, int64_t count) {
+    if constexpr (std::is_same_v<T, V>) {
+      p = src;
+    } else {
+      buf.resize(count);
+      for (int64_t i = 0; i < count; ++i) buf[i] = static_cast<V>(load(src[i]));
+      p = buf.data();
+    }
+  }
+};
 
 template <typename T>
 void attn_fwd(const AttnArgs& a, const void* qp, const void* kp, const void* vp, void* op, void* lsep) {
@@ -33,43 +71,34 @@ void attn_fwd(const AttnArgs& a, const void* qp, const void* kp, const void* vp,
   const V scale = static_cast<V>(a.scale);
   parallel_for(a.bh * nqb, kBr * a.sk * (a.d + a.dv), [&](int64_t job) {
     const int64_t b = job / nqb, q0 = (job % nqb) * kBr, br = std::min(kBr, a.sq - q0);
-    std::vector<V> q(br * a.d), kt(a.d * kBc), vt(kBc * a.dv), s(kBc), acc(br * a.dv, V(0)), m(br, -INFINITY),
-        l(br, V(0));
-    widen(Q + (b * a.sq + q0) * a.d, q.data(), br * a.d);
+    Slice<T, V> q(Q + (b * a.sq + q0) * a.d, br * a.d);
+    std::vector<V> s(kBr * kBc), acc(br * a.dv, V(0)), m(br, -INFINITY), l(br, V(0));
     for (int64_t k0 = 0; k0 < a.sk; k0 += kBc) {
       const int64_t bc = std::min(kBc, a.sk - k0);
-      // pack K^T so the score row is an axpy over contiguous key positions
-      const T* kb = K + (b * a.sk + k0) * a.d;
-      for (int64_t j = 0; j < bc; ++j)
-        for (int64_t t = 0; t < a.d; ++t) kt[t * kBc + j] = static_cast<V>(load(kb[j * a.d + t]));
-      widen(Vv + (b * a.sk + k0) * a.dv, vt.data(), bc * a.dv);
+      Slice<T, V> kb(K + (b * a.sk + k0) * a.d, bc * a.d), vb(Vv + (b * a.sk + k0) * a.dv, bc * a.dv);
+      gemm(false, true, br, bc, a.d, scale, q.p, a.d, kb.p, a.d, V(0), s.data(), bc);
       for (int64_t i = 0; i < br; ++i) {
-        const V* qi = q.data() + i * a.d;
-        for (int64_t j = 0; j < bc; ++j) s[j] = 0;
-        for (int64_t t = 0; t < a.d; ++t) {
-          const V qv = qi[t];
-          const V* kr = kt.data() + t * kBc;
-          for (int64_t j = 0; j < bc; ++j) s[j] += qv * kr[j];
-        }
+        V* si = s.data() + i * bc;
         V mx = m[i];
-        for (int64_t j = 0; j < bc; ++j) mx = std::max(mx, s[j] * scale);
-        const V corr = std::exp(m[i] - mx);
+#pragma omp simd reduction(max : mx)
+        for (int64_t j = 0; j < bc; ++j) mx = si[j] > mx ? si[j] : mx;
+        const V corr = vexp(m[i] - mx);
         V sum = 0;
+#pragma omp simd reduction(+ : sum)
         for (int64_t j = 0; j < bc; ++j) {
-          s[j] = std::exp(s[j] * scale - mx);
-          sum += s[j];
+          const V e = vexp(si[j] - mx);
+          si[j] = e;
+          sum += e;
         }
-        V* ai = acc.data() + i * a.dv;
-        if (corr != V(1))
+        if (corr != V(1)) {
+          V* ai = acc.data() + i * a.dv;
+#pragma omp simd
           for (int64_t t = 0; t < a.dv; ++t) ai[t] *= corr;
-        for (int64_t j = 0; j < bc; ++j) {
-          const V p = s[j];
-          const V* vr = vt.data() + j * a.dv;
-          for (int64_t t = 0; t < a.dv; ++t) ai[t] += p * vr[t];
         }
         l[i] = l[i] * corr + sum;
         m[i] = mx;
       }
+      gemm(false, false, br, a.dv, bc, V(1), s.data(), bc, vb.p, a.dv, V(1), acc.data(), a.dv);
     }
     for (int64_t i = 0; i < br; ++i) {
       const V inv = V(1) / l[i];
@@ -84,65 +113,57 @@ template <typename T>
 void attn_bwd(const AttnArgs& a, const void* qp, const void* kp, const void* vp, const void* op, const void* lsep,
               const void* dop, void* dqp, void* dkp, void* dvp) {
   using V = typename compute_type<T>::type;
-  const T* Q = static_cast<const T*>(qp);
-  const T* K = static_cast<const T*>(kp);
-  const T* Vv = static_cast<const T*>(vp);
-  const T* O = static_cast<const T*>(op);
-  const T* dO = static_cast<const T*>(dop);
   const V* LSE = static_cast<const V*>(lsep);
   const V scale = static_cast<V>(a.scale);
-  // One (batch*head) per task: dQ accumulates over key blocks without atomics, so the
-  // result is deterministic and independent of the thread count.
   parallel_for(a.bh, a.sq * a.sk * (a.d + a.dv) * 2, [&](int64_t b) {
-    std::vector<V> q(a.sq * a.d), dO_(a.sq * a.dv), D(a.sq), dq(a.sq * a.d, V(0));
-    widen(Q + b * a.sq * a.d, q.data(), a.sq * a.d);
-    widen(dO + b * a.sq * a.dv, dO_.data(), a.sq * a.dv);
-    for (int64_t i = 0; i < a.sq; ++i) {
+    Slice<T, V> q(static_cast<const T*>(qp) + b * a.sq * a.d, a.sq * a.d);
+    Slice<T, V> k(static_cast<const T*>(kp) + b * a.sk * a.d, a.sk * a.d);
+    Slice<T, V> v(static_cast<const T*>(vp) + b * a.sk * a.dv, a.sk * a.dv);
+    Slice<T, V> o(static_cast<const T*>(op) + b * a.sq * a.dv, a.sq * a.dv);
+    Slice<T, V> dout(static_cast<const T*>(dop) + b * a.sq * a.dv, a.sq * a.dv);
+    const V* lse = LSE + b * a.sq;
+    std::vector<V> D(a.sq), dq(a.sq * a.d, V(0)), dk(a.sk * a.d, V(0)), dv(a.sk * a.dv, V(0));
+    for (int64_t i = 0; i < a.sq; ++i) {  // D_i = rowsum(dO ∘ O)
       V s = 0;
-      const T* oi = O + (b * a.sq + i) * a.dv;
-      for (int64_t t = 0; t < a.dv; ++t) s += static_cast<V>(load(oi[t])) * dO_[i * a.dv + t];
+      const V* oi = o.p + i * a.dv;
+      const V* gi = dout.p + i * a.dv;
+#pragma omp simd reduction(+ : s)
+      for (int64_t t = 0; t < a.dv; ++t) s += oi[t] * gi[t];
       D[i] = s;
     }
-    std::vector<V> k(kBc * a.d), v(kBc * a.dv), dk(kBc * a.d), dv(kBc * a.dv), p(kBc), ds(kBc);
+    std::vector<V> p(kBr * kBc), dp(kBr * kBc);
     for (int64_t k0 = 0; k0 < a.sk; k0 += kBc) {
       const int64_t bc = std::min(kBc, a.sk - k0);
-      widen(K + (b * a.sk + k0) * a.d, k.data(), bc * a.d);
-      widen(Vv + (b * a.sk + k0) * a.dv, v.data(), bc * a.dv);
-      std::fill(dk.begin(), dk.end(), V(0));
-      std::fill(dv.begin(), dv.end(), V(0));
-      for (int64_t i = 0; i < a.sq; ++i) {
-        const V* qi = q.data() + i * a.d;
-        const V* doi = dO_.data() + i * a.dv;
-        const V lse = LSE[b * a.sq + i];
-        for (int64_t j = 0; j < bc; ++j) {
-          V s = 0, dp = 0;
-          const V* kj = k.data() + j * a.d;
-          for (int64_t t = 0; t < a.d; ++t) s += qi[t] * kj[t];
-          const V* vj = v.data() + j * a.dv;
-          for (int64_t t = 0; t < a.dv; ++t) dp += doi[t] * vj[t];
-          p[j] = std::exp(s * scale - lse);
-          ds[j] = p[j] * (dp - D[i]) * scale;
-        }
-        V* dqi = dq.data() + i * a.d;
-        for (int64_t j = 0; j < bc; ++j) {
-          const V pj = p[j], dsj = ds[j];
-          V* dvj = dv.data() + j * a.dv;
-          for (int64_t t = 0; t < a.dv; ++t) dvj[t] += pj * doi[t];
-          V* dkj = dk.data() + j * a.d;
-          const V* kj = k.data() + j * a.d;
-          for (int64_t t = 0; t < a.d; ++t) {
-            dkj[t] += dsj * qi[t];
-            dqi[t] += dsj * kj[t];
+      const V* kj = k.p + k0 * a.d;
+      const V* vj = v.p + k0 * a.dv;
+      for (int64_t q0 = 0; q0 < a.sq; q0 += kBr) {
+        const int64_t br = std::min(kBr, a.sq - q0);
+        const V* qi = q.p + q0 * a.d;
+        const V* gi = dout.p + q0 * a.dv;
+        gemm(false, true, br, bc, a.d, scale, qi, a.d, kj, a.d, V(0), p.data(), bc);      // S
+        gemm(false, true, br, bc, a.dv, V(1), gi, a.dv, vj, a.dv, V(0), dp.data(), bc);   // dP = dO Vᵀ
+        for (int64_t i = 0; i < br; ++i) {
+          V* pi = p.data() + i * bc;
+          V* dpi = dp.data() + i * bc;
+          const V l = lse[q0 + i], Di = D[q0 + i];
+#pragma omp simd
+          for (int64_t j = 0; j < bc; ++j) {
+            const V pe = vexp(pi[j] - l);
+            pi[j] = pe;
+            dpi[j] = pe * (dpi[j] - Di) * scale;  // dS (scaled)
           }
         }
+        gemm(true, false, bc, a.dv, br, V(1), p.data(), bc, gi, a.dv, V(1), dv.data() + k0 * a.dv, a.dv);   // dV += Pᵀ dO
+        gemm(false, false, br, a.d, bc, V(1), dp.data(), bc, kj, a.d, V(1), dq.data() + q0 * a.d, a.d);     // dQ += dS K
+        gemm(true, false, bc, a.d, br, V(1), dp.data(), bc, qi, a.d, V(1), dk.data() + k0 * a.d, a.d);      // dK += dSᵀ Q
       }
-      T* dK = static_cast<T*>(dkp) + (b * a.sk + k0) * a.d;
-      T* dV = static_cast<T*>(dvp) + (b * a.sk + k0) * a.dv;
-      for (int64_t e = 0; e < bc * a.d; ++e) dK[e] = store<T>(dk[e]);
-      for (int64_t e = 0; e < bc * a.dv; ++e) dV[e] = store<T>(dv[e]);
     }
     T* dQ = static_cast<T*>(dqp) + b * a.sq * a.d;
+    T* dK = static_cast<T*>(dkp) + b * a.sk * a.d;
+    T* dV = static_cast<T*>(dvp) + b * a.sk * a.dv;
     for (int64_t e = 0; e < a.sq * a.d; ++e) dQ[e] = store<T>(dq[e]);
+    for (int64_t e = 0; e < a.sk * a.d; ++e) dK[e] = store<T>(dk[e]);
+    for (int64_t e = 0; e < a.sk * a.dv; ++e) dV[e] = store<T>(dv[e]);
   });
 }
 

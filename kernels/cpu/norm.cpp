@@ -1,6 +1,7 @@
-// CPU layer_norm and rms_norm forward over contiguous rows (two-pass statistics in the
-// compute type; f32 inputs accumulate in double for the mean and variance).
+// CPU layer_norm and rms_norm forward over contiguous rows: two passes (mean, then centred
+// sum of squares) in the compute type with vectorised reductions.
 #include <cmath>
+#include <vector>
 
 #include "kernels/cpu/loops.h"
 #include "kernels/norm.h"
@@ -10,56 +11,89 @@
 namespace vgg::kernels::cpu {
 namespace {
 
+template <typename V>
+void layer_norm_row(int64_t n, const V* x, const V* w, const V* b, double eps, V* y) {
+  V s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t j = 0; j < n; ++j) s += x[j];
+  const V mean = s / static_cast<V>(n);
+  V ss = 0;
+#pragma omp simd reduction(+ : ss)
+  for (int64_t j = 0; j < n; ++j) ss += (x[j] - mean) * (x[j] - mean);
+  const V rstd = static_cast<V>(1.0 / std::sqrt(static_cast<double>(ss) / static_cast<double>(n) + eps));
+  if (w && b) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) y[j] = (x[j] - mean) * rstd * w[j] + b[j];
+  } else if (w) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) y[j] = (x[j] - mean) * rstd * w[j];
+  } else {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) y[j] = (x[j] - mean) * rstd + (b ? b[j] : V(0));
+  }
+}
+
+template <typename V>
+void rms_norm_row(int64_t n, const V* x, const V* w, double eps, V* y) {
+  V ss = 0;
+#pragma omp simd reduction(+ : ss)
+  for (int64_t j = 0; j < n; ++j) ss += x[j] * x[j];
+  const V rstd = static_cast<V>(1.0 / std::sqrt(static_cast<double>(ss) / static_cast<double>(n) + eps));
+  if (w) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) y[j] = x[j] * rstd * w[j];
+  } else {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) y[j] = x[j] * rstd;
+  }
+}
+
+template <typename T, typename V>
+std::vector<V> widen_all(const T* p, int64_t n) {
+  std::vector<V> v(p ? n : 0);
+  for (int64_t j = 0; p && j < n; ++j) v[j] = static_cast<V>(load(p[j]));
+  return v;
+}
+
 template <typename T>
 void layer_norm_kernel(int64_t rows, int64_t n, const void* xp, const void* wp, const void* bp, double eps, void* yp) {
   using V = typename compute_type<T>::type;
   const T* x = static_cast<const T*>(xp);
-  const T* w = static_cast<const T*>(wp);
-  const T* b = static_cast<const T*>(bp);
   T* y = static_cast<T*>(yp);
-  parallel_for(rows, n * 4, [&](int64_t r) {
-    const T* xr = x + r * n;
-    T* yr = y + r * n;
-    double s = 0;
-    for (int64_t j = 0; j < n; ++j) s += static_cast<double>(load(xr[j]));
-    const double mean = s / static_cast<double>(n);
-    double ss = 0;
-    for (int64_t j = 0; j < n; ++j) {
-      double d = static_cast<double>(load(xr[j])) - mean;
-      ss += d * d;
-    }
-    const V rstd = static_cast<V>(1.0 / std::sqrt(ss / static_cast<double>(n) + eps));
-    const V m = static_cast<V>(mean);
-    for (int64_t j = 0; j < n; ++j) {
-      V v = (static_cast<V>(load(xr[j])) - m) * rstd;
-      if (w) v *= static_cast<V>(load(w[j]));
-      if (b) v += static_cast<V>(load(b[j]));
-      yr[j] = store<T>(v);
-    }
-  });
+  if constexpr (std::is_same_v<T, V>) {
+    const V* w = static_cast<const V*>(wp);
+    const V* b = static_cast<const V*>(bp);
+    parallel_for(rows, n * 4, [&](int64_t r) { layer_norm_row<V>(n, x + r * n, w, b, eps, y + r * n); });
+  } else {
+    auto w = widen_all<T, V>(static_cast<const T*>(wp), n), b = widen_all<T, V>(static_cast<const T*>(bp), n);
+    parallel_for(rows, n * 4, [&](int64_t r) {
+      thread_local std::vector<V> buf;
+      buf.resize(n);
+      for (int64_t j = 0; j < n; ++j) buf[j] = static_cast<V>(load(x[r * n + j]));
+      layer_norm_row<V>(n, buf.data(), wp ? w.data() : nullptr, bp ? b.data() : nullptr, eps, buf.data());
+      for (int64_t j = 0; j < n; ++j) y[r * n + j] = store<T>(buf[j]);
+    });
+  }
 }
 
 template <typename T>
 void rms_norm_kernel(int64_t rows, int64_t n, const void* xp, const void* wp, double eps, void* yp) {
   using V = typename compute_type<T>::type;
   const T* x = static_cast<const T*>(xp);
-  const T* w = static_cast<const T*>(wp);
   T* y = static_cast<T*>(yp);
-  parallel_for(rows, n * 3, [&](int64_t r) {
-    const T* xr = x + r * n;
-    T* yr = y + r * n;
-    double ss = 0;
-    for (int64_t j = 0; j < n; ++j) {
-      double v = static_cast<double>(load(xr[j]));
-      ss += v * v;
-    }
-    const V rstd = static_cast<V>(1.0 / std::sqrt(ss / static_cast<double>(n) + eps));
-    for (int64_t j = 0; j < n; ++j) {
-      V v = static_cast<V>(load(xr[j])) * rstd;
-      if (w) v *= static_cast<V>(load(w[j]));
-      yr[j] = store<T>(v);
-    }
-  });
+  if constexpr (std::is_same_v<T, V>) {
+    const V* w = static_cast<const V*>(wp);
+    parallel_for(rows, n * 3, [&](int64_t r) { rms_norm_row<V>(n, x + r * n, w, eps, y + r * n); });
+  } else {
+    auto w = widen_all<T, V>(static_cast<const T*>(wp), n);
+    parallel_for(rows, n * 3, [&](int64_t r) {
+      thread_local std::vector<V> buf;
+      buf.resize(n);
+      for (int64_t j = 0; j < n; ++j) buf[j] = static_cast<V>(load(x[r * n + j]));
+      rms_norm_row<V>(n, buf.data(), wp ? w.data() : nullptr, eps, buf.data());
+      for (int64_t j = 0; j < n; ++j) y[r * n + j] = store<T>(buf[j]);
+    });
+  }
 }
 
 }  // namespace

@@ -3,7 +3,7 @@
 # Sourced, not executed.
 
 VGG_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-VGG_DEBS=(cmake g++ ninja-build pkg-config libopenblas-dev libgtest-dev libgmock-dev libbenchmark-dev
+VGG_DEBS=(cmake g++ ninja-build pkg-config libopenblas-dev libopenblas-openmp-dev libgtest-dev libgmock-dev libbenchmark-dev
           nlohmann-json3-dev libcli11-dev libpng-dev zlib1g-dev python3)
 
 vgg_log() { printf '[vggflow] %s\n' "$*" >&2; }
