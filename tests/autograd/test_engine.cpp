@@ -173,3 +173,15 @@ TEST(Gradcheck, DetectsAWrongBackwardRule) {
   auto right = gradcheck([](const std::vector<Tensor>& in) { return ops::sin(in[0]); }, {test::rnd({5}, 1)});
   EXPECT_TRUE(right.ok) << right.message;
 }
+
+// Comparisons, argmax/argmin and sign are piecewise constant: they record no history.
+TEST(Engine, NonDifferentiableOpsRecordNothing) {
+  Tensor x = leaf({1, -2, 3}, {3});
+  EXPECT_FALSE(ops::gt(x, x * 0.5).requires_grad());
+  EXPECT_FALSE(ops::eq(x, x).requires_grad());
+  EXPECT_FALSE(ops::argmax(x, 0).requires_grad());
+  EXPECT_FALSE(ops::sign(x).requires_grad());
+  // and a function of them still differentiates through the differentiable part
+  backward(ops::sum(ops::where(ops::gt(x, zeros({3}, {DType::F64})), x * 2.0, x * 3.0)));
+  EXPECT_EQ(x.grad().to_vector(), (std::vector<double>{2, 3, 2}));
+}
