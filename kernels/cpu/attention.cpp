@@ -35,14 +35,6 @@ inline void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha
               alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
 }
 
-template <typename V>
-inline V vexp(V x) {
-  if constexpr (std::is_same_v<V, float>)
-    return exp_f32(x);
-  else
-    return std::exp(x);
-}
-
 // A [rows, cols] slice in the compute type: the data itself for f32/f64, a widened copy for bf16.
 template <typename T, typename V>
 struct Slice {

@@ -12,14 +12,6 @@
 namespace vgg::kernels::cpu {
 namespace {
 
-template <typename V>
-inline V vexp(V x) {
-  if constexpr (std::is_same_v<V, float>)
-    return exp_f32(x);
-  else
-    return std::exp(x);
-}
-
 // One contiguous row in the compute type; y may alias x.
 template <typename V>
 void softmax_row(bool log, int64_t n, const V* x, V* y) {

@@ -1,6 +1,8 @@
 // Branch-free float math that the compiler can vectorise inside `#pragma omp simd` loops.
 #pragma once
+#include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 namespace vgg::kernels::cpu {
 
@@ -25,6 +27,15 @@ inline float exp_f32(float x) {
   p = p * r + 1.0f;
   const float scale = __builtin_bit_cast(float, (static_cast<int32_t>(n) + 127) << 23);
   return p * scale * keep;
+}
+
+// exp in the compute type: the vectorisable exp_f32 for float, std::exp for double.
+template <typename V>
+inline V vexp(V x) {
+  if constexpr (std::is_same_v<V, float>)
+    return exp_f32(x);
+  else
+    return std::exp(x);
 }
 
 }  // namespace vgg::kernels::cpu
