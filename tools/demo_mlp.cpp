@@ -1,6 +1,7 @@
 // vgg_demo: trains a 2-layer MLP on a synthetic regression task with the engine's autograd
 // and plain SGD with momentum, printing the loss as it falls. Flags: --steps N, --seed S.
 #include <chrono>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -17,21 +18,23 @@ Tensor target(const Tensor& x) {
   return ops::sin(c(0) * 2.0) * ops::cos(c(1)) + ops::square(c(2)) * 0.5 - c(3) * 0.3;
 }
 
-int64_t parse_int(const char* flag, const char* v) {
+int64_t parse_int(const std::string& flag, const char* v, long long min) {
   char* end = nullptr;
+  errno = 0;
   long long n = std::strtoll(v, &end, 10);
-  if (!*v || *end || n <= 0) throw Error(std::string(flag) + ": expected a positive integer, got '" + v + "'");
+  if (!*v || *end || errno || n < min)
+    throw Error(flag + ": expected an integer >= " + std::to_string(min) + ", got '" + v + "'");
   return n;
 }
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    int64_t steps = 300, seed = 0;
+  int64_t steps = 300, seed = 0;
+  try {  // usage errors: one line, exit 2
     for (int i = 1; i < argc; ++i) {
       std::string a = argv[i];
       if ((a == "--steps" || a == "--seed") && i + 1 < argc) {
-        (a == "--steps" ? steps : seed) = parse_int(a.c_str(), argv[++i]);
+        (a == "--steps" ? steps : seed) = parse_int(a, argv[++i], a == "--steps" ? 1 : 0);
       } else if (a == "--help" || a == "-h") {
         std::printf("usage: vgg_demo [--steps N] [--seed S]\n"
                     "Trains a 4-64-1 tanh MLP on y = sin(2x0)cos(x1) + x2^2/2 - 0.3x3 with SGD + momentum.\n");
@@ -41,6 +44,11 @@ int main(int argc, char** argv) {
         return 2;
       }
     }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "vgg_demo: %s\n", e.what());
+    return 2;
+  }
+  try {
     Generator gen(static_cast<uint64_t>(seed));
     const int64_t in = 4, hidden = 64, batch = 256;
     Tensor w1 = randn({in, hidden}, {}, &gen) * (1.0 / std::sqrt(double(in)));
