@@ -33,7 +33,10 @@ int main(int argc, char** argv) {
   try {  // usage errors: one line, exit 2
     for (int i = 1; i < argc; ++i) {
       std::string a = argv[i];
-      if ((a == "--steps" || a == "--seed") && i + 1 < argc) {
+      if ((a == "--steps" || a == "--seed") && i + 1 >= argc) {
+        std::fprintf(stderr, "vgg_demo: %s needs a value (see --help)\n", a.c_str());
+        return 2;
+      } else if (a == "--steps" || a == "--seed") {
         (a == "--steps" ? steps : seed) = parse_int(a, argv[++i], a == "--steps" ? 1 : 0);
       } else if (a == "--help" || a == "-h") {
         std::printf("usage: vgg_demo [--steps N] [--seed S]\n"
