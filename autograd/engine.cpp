@@ -80,22 +80,28 @@ std::vector<Tensor> run(const std::vector<Tensor>& roots, const std::vector<Tens
       Edge e = gradient_edge(t);
       captures.push_back({e.node.get(), e.input_nr, i});
     }
-    // needed = nodes from which a capture node is reachable (reverse reachability)
-    std::unordered_map<Node*, bool> memo;
+    // needed = nodes from which a capture node is reachable: an iterative post-order walk
+    // (graphs can be tens of thousands of nodes deep)
     std::unordered_set<Node*> targets;
     for (auto& c : captures) targets.insert(c.node);
-    std::function<bool(Node*)> reach = [&](Node* n) -> bool {
-      auto it = memo.find(n);
-      if (it != memo.end()) return it->second;
-      memo[n] = false;
-      bool r = targets.count(n) > 0;
-      for (auto& e : n->next)
-        if (e.valid() && reach(e.node.get())) r = true;
-      memo[n] = r;
-      return r;
-    };
-    for (Node* n : seen)
-      if (reach(n)) needed.insert(n);
+    std::unordered_set<Node*> visited;
+    std::vector<std::pair<Node*, size_t>> walk;
+    for (auto& e : root_edges) {
+      if (!visited.insert(e.node.get()).second) continue;
+      walk.push_back({e.node.get(), 0});
+      while (!walk.empty()) {
+        auto& [n, i] = walk.back();
+        if (i < n->next.size()) {
+          Node* c = n->next[i++].node.get();
+          if (c && visited.insert(c).second) walk.push_back({c, 0});
+          continue;
+        }
+        bool r = targets.count(n) > 0;
+        for (auto& e2 : n->next) r = r || (e2.valid() && needed.count(e2.node.get()) > 0);
+        if (r) needed.insert(n);
+        walk.pop_back();
+      }
+    }
   }
 
   GradModeGuard mode(create_graph);

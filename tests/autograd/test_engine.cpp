@@ -185,3 +185,11 @@ TEST(Engine, NonDifferentiableOpsRecordNothing) {
   backward(ops::sum(ops::where(ops::gt(x, zeros({3}, {DType::F64})), x * 2.0, x * 3.0)));
   EXPECT_EQ(x.grad().to_vector(), (std::vector<double>{2, 3, 2}));
 }
+
+TEST(Engine, GradThroughADeepChain) {
+  Tensor x = leaf({2}, {1});
+  Tensor y = x;
+  for (int i = 0; i < 20000; ++i) y = y * 1.0;
+  auto g = grad({ops::sum(y * y)}, {x});
+  EXPECT_EQ(g[0].item(), 4.0);
+}
