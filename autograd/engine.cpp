@@ -3,7 +3,6 @@
 // (ties broken by creation order, latest first). Gradients for shared inputs are summed.
 #include "autograd/engine.h"
 
-#include <map>
 #include <queue>
 #include <unordered_map>
 #include <unordered_set>

@@ -109,8 +109,7 @@ Tensor expand_raw(const Tensor& t, const Shape& shape, const char* op) {
   for (size_t i = 0; i < t.shape().size(); ++i) {
     int64_t s = t.shape()[i], d = shape[lead + i];
     VGG_CHECK(s == d || s == 1, op, ": cannot broadcast ", shape_str(t.shape()), " to ", shape_str(shape));
-    st[lead + i] = (s == d && s != 1) ? t.strides()[i] : 0;
-    if (s == d && s == 1) st[lead + i] = 0;
+    st[lead + i] = s == 1 ? 0 : t.strides()[i];  // size-1 dims broadcast with stride 0
   }
   return as_strided_view(t, shape, st, t.offset());
 }
