@@ -48,6 +48,13 @@ def flops(op, d):
         return 2.0 * d[0] * d[1] * d[2] * d[3]
     if op.startswith("attention"):
         return 4.0 * d[0] * d[1] * d[2] * d[2] * d[3]
+    if op.startswith("mmdit"):  # the tiny config: matmuls + attention of one forward (x3 for a step)
+        b, s, t = d
+        D, L, ni = 128.0, 4.0, (s // 2) ** 2
+        n = ni + t
+        f = 24 * ni * D * D * L + 24 * t * D * D * (L - 1) + 6 * t * D * D + 4 * n * n * D * (L - 1) + 4 * ni * n * D
+        f += 2 * ni * 4 * D + 2 * t * 64 * D + 2 * ni * D * 4
+        return f * b * (3.0 if op == "mmdit_step" else 1.0)
     return None
 
 
@@ -58,6 +65,8 @@ def shape_str(op, d):
         return f"[{d[0]},{d[1]},{d[2]}]@[{d[0]},{d[2]},{d[3]}]"
     if op.startswith("attention"):
         return f"B{d[0]} H{d[1]} S{d[2]} D{d[3]}"
+    if op.startswith("mmdit"):
+        return f"tiny, B{d[0]}, {d[1]}x{d[1]} px, {d[2]} text tokens"
     return "[" + ",".join(str(x) for x in d) + "]"
 
 
@@ -95,6 +104,7 @@ def main():
     ap.add_argument("vgg_json")
     ap.add_argument("torch_json")
     ap.add_argument("--threads", type=int, default=None, help="thread count both sides were asked to use")
+    ap.add_argument("--title", default="CPU ops: vggflow vs PyTorch")
     a = ap.parse_args()
     try:
         vctx, order, vtimes, verrors = load_vgg(a.vgg_json)
@@ -112,7 +122,7 @@ def main():
         nproc = os.cpu_count()
     load = " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     deb = deb_version("python3-torch")
-    print("# CPU ops: vggflow vs PyTorch\n")
+    print(f"# {a.title}\n")
     print(f"- CPU: {cpu_model()}, nproc {nproc}, load average after the run {load}")
     print(f"- threads: {a.threads if a.threads else '?'} "
           f"(vggflow OpenMP {vctx.get('omp_max_threads', '?')}, OpenBLAS {vctx.get('openblas_threads', '?')}; "
@@ -121,8 +131,9 @@ def main():
     print(f"- PyTorch: {tctx.get('torch_version', '?')}" + (f" (Debian python3-torch {deb})" if deb else "") +
           f", python {tctx.get('python', '?')}, BLAS {', '.join(tctx.get('blas_libs', [])) or '?'}")
     print(f"- timing: wall clock, median of {tctx.get('reps', '?')} samples of >= {tctx.get('min_time_s', '?')} s "
-          f"each, f32, no grad; Google Benchmark library build: {vctx.get('library_build_type', '?')}")
-    print("- ratio = vggflow / PyTorch (< 1: vggflow faster); both attention cases are compared with "
+          f"each, f32, no grad (mmdit_step: with grad); Google Benchmark library build: {vctx.get('library_build_type', '?')}")
+    print("- ratio = vggflow / PyTorch (< 1: vggflow faster); mmdit cases run the PyTorch reference model of "
+          "tools/golden/mmdit_ref.py; both attention cases are compared with "
           "torch's softmax(q@k^T*scale)@v\n")
 
     print("| op | shape | vggflow | PyTorch | ratio | vggflow GFLOP/s | PyTorch GFLOP/s |")

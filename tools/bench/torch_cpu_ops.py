@@ -22,8 +22,9 @@ import statistics
 import sys
 import time
 
-OPS = ("matmul", "bmm", "softmax", "layer_norm", "attention_naive", "attention_tiled")
-ARITY = {"matmul": 3, "bmm": 4, "softmax": 2, "layer_norm": 2, "attention_naive": 4, "attention_tiled": 4}
+OPS = ("matmul", "bmm", "softmax", "layer_norm", "attention_naive", "attention_tiled", "mmdit_fwd", "mmdit_step")
+ARITY = {"matmul": 3, "bmm": 4, "softmax": 2, "layer_norm": 2, "attention_naive": 4, "attention_tiled": 4,
+         "mmdit_fwd": 3, "mmdit_step": 3}
 
 
 def parse_case(name):
@@ -81,11 +82,37 @@ def make_fn(torch, op, dims):
         r, d = dims
         x, w, b = randn(r, d), randn(d), randn(d)
         return lambda: F.layer_norm(x, (d,), w, b, 1e-5)
+    if op in ("mmdit_fwd", "mmdit_step"):
+        return make_mmdit_fn(torch, op == "mmdit_step", dims, randn)
     # attention_naive / attention_tiled: torch 1.13 has one peer for both
     bsz, h, s, d = dims
     q, k, v = randn(bsz, h, s, d), randn(bsz, h, s, d), randn(bsz, h, s, d)
     scale = 1.0 / math.sqrt(d)
     return lambda: torch.matmul(torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * scale, -1), v)
+
+
+def make_mmdit_fn(torch, train, dims, randn):
+    """The tiny MMDiT of tools/golden/mmdit_ref.py (the f64 parity reference) in f32:
+    forward only, or forward + backward of sum(out * R) to every parameter."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "golden"))
+    import mmdit_ref as ref
+    b, s, t = dims
+    cfg = dict(ref.TINY, qk_norm=False)
+    P = {n: ref.param_value(n, shp, cfg).float().requires_grad_(n != "pos_embed.pos_embed")
+         for n, shp in ref.param_shapes(cfg)}
+    params = [p for p in P.values() if p.requires_grad]
+    x, c, y = randn(b, 1, s, s), randn(b, t, 64), randn(b, 64)
+    ts, R = torch.full((b,), 500.0), randn(b, 1, s, s)
+
+    def fwd():
+        return ref.forward(P, cfg, x, ts, c, y, lambda n, v: None)
+
+    def step():
+        with torch.enable_grad():
+            out = fwd()
+            return torch.autograd.grad((out * R).sum(), params, allow_unused=True)
+
+    return step if train else fwd
 
 
 def time_fn(fn, min_time, reps):

@@ -48,8 +48,6 @@ except ImportError:
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 OUT_DIR = os.path.join(ROOT, "tests", "data", "mmdit")
-torch.set_num_threads(1)
-torch.use_deterministic_algorithms(True)
 
 M64 = (1 << 64) - 1
 
@@ -182,7 +180,7 @@ def gelu_tanh(u):
 
 
 def sinusoid(t):  # §1.3, cos first, frequencies over 128
-    k = torch.arange(128, dtype=torch.float64)
+    k = torch.arange(128, dtype=t.dtype)
     w = torch.exp(-math.log(10000.0) * k / 128.0)
     a = t[:, None] * w[None, :]
     return torch.cat([torch.cos(a), torch.sin(a)], dim=1)
@@ -350,6 +348,8 @@ def run_case(name, cfg, xshape, ts, nt):
 
 
 def main():
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
     if os.path.isdir(OUT_DIR):
         shutil.rmtree(OUT_DIR)
     os.makedirs(OUT_DIR)
