@@ -123,15 +123,29 @@ Tensor gelu(const Tensor& x, bool tanh_approximation) {
       return mul(g, add(cdf, mul(x, pdf)));
     });
   }
-  // y = ½x(1 + tanh u), u = k(x + c x³): dy/dx = ½(1 + t) + ½x(1 − t²)·k(1 + 3c x²)
-  return unary_op("gelu_tanh", x, {UnaryOp::GeluTanh}, true, [](const Tensor& g, const Tensor& x, const Tensor&) {
-    const double k = 0.7978845608028654, c = 0.044715;
-    Tensor t = tanh(mul(add(x, mul(pow(x, 3.0), c)), k));
-    Tensor left = mul(add(t, 1.0), 0.5);
-    Tensor right = mul(mul(mul(x, add(neg(square(t)), 1.0)), 0.5), mul(add(mul(square(x), 3.0 * c), 1.0), k));
-    return mul(g, add(left, right));
-  });
+  // y = ½x(1 + tanh u) = x·σ(2u), u = k(x + c x³); dy/dx is its own op (one fused pass)
+  return unary_op("gelu_tanh", x, {UnaryOp::GeluTanh}, true,
+                  [](const Tensor& g, const Tensor& x, const Tensor&) { return mul(g, detail::gelu_tanh_grad(x)); });
 }
+
+namespace detail {
+// dy/dx = s + 2x·q·u', s = σ(2u), q = s(1 − s); its derivative, composed for any order:
+// d²y/dx² = 4q·u' + 2x·(2(1 − 2s)·q·u'² + q·u''), u' = k(1 + 3c x²), u'' = 6kc·x.
+Tensor gelu_tanh_grad(const Tensor& x) {
+  return unary_op("gelu_tanh_grad", x, {UnaryOp::GeluTanhGrad}, true,
+                  [](const Tensor& g, const Tensor& x, const Tensor&) {
+                    const double k = 0.7978845608028654, c = 0.044715;
+                    Tensor u = mul(add(x, mul(pow(x, 3.0), c)), k);
+                    Tensor s = sigmoid(mul(u, 2.0));
+                    Tensor q = mul(s, add(neg(s), 1.0));
+                    Tensor du = mul(add(mul(square(x), 3.0 * c), 1.0), k);
+                    Tensor ddu = mul(x, 6.0 * k * c);
+                    Tensor inner = add(mul(mul(mul(add(mul(s, -2.0), 1.0), q), square(du)), 2.0), mul(q, ddu));
+                    return mul(g, add(mul(mul(q, du), 4.0), mul(mul(x, inner), 2.0)));
+                  });
+}
+}  // namespace detail
+
 Tensor reciprocal(const Tensor& x) {
   return unary_op("reciprocal", x, {UnaryOp::Reciprocal}, true,
                   [](const Tensor& g, const Tensor&, const Tensor& y) { return neg(mul(g, square(y))); });

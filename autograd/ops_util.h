@@ -38,4 +38,7 @@ inline void no_double_backward(const char* op, const char* fallback) {
             fallback);
 }
 
+// d/dx gelu_tanh(x) as a differentiable op (one fused kernel pass; its own derivative composed).
+Tensor gelu_tanh_grad(const Tensor& x);
+
 }  // namespace vgg::ops::detail

@@ -16,6 +16,7 @@ enum class UnaryOp : uint8_t {
   MulScalar,  // x * a
   Step,       // 1 if x > 0 else 0 (in the input dtype)
   InRange,    // 1 if a <= x <= b else 0
+  GeluTanhGrad,  // d/dx of GeluTanh
 };
 struct UnaryParams {
   UnaryOp op;

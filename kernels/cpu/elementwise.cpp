@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "kernels/cpu/loops.h"
+#include "kernels/cpu/vec_math.h"
 #include "kernels/elementwise.h"
 #include "tensor/dispatch.h"
 #include "tensor/error.h"
@@ -12,7 +13,8 @@ namespace vgg::kernels {
 const char* unary_name(UnaryOp op) {
   static const char* names[] = {"neg",  "abs",     "exp",  "log",  "sqrt",     "rsqrt",     "square", "sin",
                                 "cos",  "tanh",    "sigmoid", "silu", "relu", "gelu",      "gelu_tanh", "erf",
-                                "sign", "reciprocal", "pow", "clamp", "add_scalar", "mul_scalar", "step", "in_range"};
+                                "sign", "reciprocal", "pow", "clamp", "add_scalar", "mul_scalar", "step", "in_range",
+                                "gelu_tanh_grad"};
   return names[static_cast<int>(op)];
 }
 const char* binary_name(BinaryOp op) {
@@ -74,8 +76,17 @@ void unary_kernel(const UnaryParams& p, const Layout& xl, const void* xp, void* 
     case UnaryOp::GeluErf:
       return unary_loop<T>(xl, xp, yp, [=](V x) { return half * x * (one + std::erf(x * V(M_SQRT1_2))); });
     case UnaryOp::GeluTanh: {
-      const V k = V(0.7978845608028654), c = V(0.044715);  // sqrt(2/pi)
-      return unary_loop<T>(xl, xp, yp, [=](V x) { return half * x * (one + std::tanh(k * (x + c * x * x * x))); });
+      // ½x(1 + tanh u) = x·σ(2u), u = k(x + c x³): one (vectorisable) exp, no cancellation
+      const V k2 = V(2 * 0.7978845608028654), c = V(0.044715);  // 2·sqrt(2/pi)
+      return unary_loop<T>(xl, xp, yp, [=](V x) { return x / (one + vexp(-k2 * (x + c * x * x * x))); });
+    }
+    case UnaryOp::GeluTanhGrad: {
+      // d/dx x·σ(2u) = s + x·s(1 − s)·2u',  s = σ(2u), 2u' = 2k(1 + 3c x²)
+      const V k2 = V(2 * 0.7978845608028654), c = V(0.044715), c3 = V(3 * 0.044715);
+      return unary_loop<T>(xl, xp, yp, [=](V x) {
+        const V s = one / (one + vexp(-k2 * (x + c * x * x * x)));
+        return s + x * s * (one - s) * k2 * (one + c3 * x * x);
+      });
     }
     case UnaryOp::Erf: return unary_loop<T>(xl, xp, yp, [](V x) { return std::erf(x); });
     case UnaryOp::Sign: return unary_loop<T>(xl, xp, yp, [](V x) { return V((x > V(0)) - (x < V(0))); });

@@ -102,19 +102,26 @@ def deb_version(pkg):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("vgg_json")
-    ap.add_argument("torch_json")
+    ap.add_argument("torch_json", nargs="+", help="one or more runs of torch_cpu_ops.py; the fastest per case is used")
     ap.add_argument("--threads", type=int, default=None, help="thread count both sides were asked to use")
     ap.add_argument("--title", default="CPU ops: vggflow vs PyTorch")
     a = ap.parse_args()
     try:
         vctx, order, vtimes, verrors = load_vgg(a.vgg_json)
-        with open(a.torch_json) as f:
-            tdata = json.load(f)
+        truns = []
+        for path in a.torch_json:
+            with open(path) as f:
+                truns.append(json.load(f))
+        tdata = truns[0]
     except (OSError, ValueError, KeyError) as e:
         print(f"compare.py: {e}", file=sys.stderr)
         return 2
     tctx = tdata.get("context", {})
-    ttimes = {b["name"]: b["median_s"] for b in tdata.get("benchmarks", [])}
+    ttimes = {}
+    for run in truns:
+        for b in run.get("benchmarks", []):
+            t = b["median_s"]
+            ttimes[b["name"]] = min(t, ttimes.get(b["name"], t))
 
     try:
         nproc = len(os.sched_getaffinity(0))
@@ -130,6 +137,9 @@ def main():
     print(f"- OpenBLAS (vggflow): {vctx.get('openblas_config', '?')}")
     print(f"- PyTorch: {tctx.get('torch_version', '?')}" + (f" (Debian python3-torch {deb})" if deb else "") +
           f", python {tctx.get('python', '?')}, BLAS {', '.join(tctx.get('blas_libs', [])) or '?'}")
+    if len(truns) > 1:
+        print(f"- PyTorch time per case: the fastest of {len(truns)} runs with different thread settings: " +
+              "; ".join(r.get("context", {}).get("label", "?") for r in truns))
     print(f"- timing: wall clock, median of {tctx.get('reps', '?')} samples of >= {tctx.get('min_time_s', '?')} s "
           f"each, f32, no grad (mmdit_step: with grad); Google Benchmark library build: {vctx.get('library_build_type', '?')}")
     print("- ratio = vggflow / PyTorch (< 1: vggflow faster); mmdit cases run the PyTorch reference model of "

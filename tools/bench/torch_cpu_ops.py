@@ -154,6 +154,7 @@ def main():
     ap.add_argument("--min-time", type=float, default=0.2, help="seconds per sample (default 0.2)")
     ap.add_argument("--reps", type=int, default=5, help="samples per case; the median is reported (default 5)")
     ap.add_argument("--out", help="write the JSON here instead of stdout")
+    ap.add_argument("--label", default="", help="a note stored in the JSON context (e.g. the thread settings)")
     a = ap.parse_args()
     if a.threads < 1 or a.reps < 1 or not a.min_time > 0:
         ap.error("--threads and --reps must be >= 1 and --min-time > 0")
@@ -192,6 +193,8 @@ def main():
                                             if line.startswith("ATen parallel backend")), "?"),
             "blas_libs": blas_libs(),
             "python": sys.version.split()[0],
+            "label": a.label or f"torch threads {torch.get_num_threads()}, "
+                                 f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}",
             "min_time_s": a.min_time,
             "reps": a.reps,
         },
