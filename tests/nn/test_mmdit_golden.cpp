@@ -173,7 +173,7 @@ TEST_P(GoldenMMDiT, ForwardAndGradientsMatchTheF64Reference) {
   std::cout << "[ f32 vs f64 ] " << GetParam() << ": max |delta| / std = " << maxd / sd_ref << "\n";
 }
 
-INSTANTIATE_TEST_SUITE_P(Cases, GoldenMMDiT, ::testing::Values("sd3_28x20", "sd3_32x32_t0", "sd35m_20x28"));
+INSTANTIATE_TEST_SUITE_P(Golden, GoldenMMDiT, ::testing::Values("sd3_28x20", "sd3_32x32_t0", "sd35m_20x28"));
 
 }  // namespace
 }  // namespace vgg::test
