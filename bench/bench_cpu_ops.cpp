@@ -13,8 +13,6 @@
 //                          softmax(Q K^T / sqrt(D)) V, q = k = v shape [B, H, S, D]
 // Times are wall-clock (UseRealTime): the kernels run on OpenMP / OpenBLAS threads.
 #include <benchmark/benchmark.h>
-#include <cblas.h>
-#include <omp.h>
 
 #include <cmath>
 #include <cstdint>
@@ -22,6 +20,7 @@
 #include <vector>
 
 #include "autograd/ops.h"
+#include "bench/bench_common.h"
 
 namespace {
 
@@ -171,9 +170,7 @@ void register_all() {
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::AddCustomContext("omp_max_threads", std::to_string(omp_get_max_threads()));
-  benchmark::AddCustomContext("openblas_threads", std::to_string(openblas_get_num_threads()));
-  benchmark::AddCustomContext("openblas_config", openblas_get_config());
+  vgg::bench::add_engine_context();
   register_all();
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

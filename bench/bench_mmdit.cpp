@@ -6,13 +6,12 @@
 // tools/bench/torch_cpu_ops.py times the same shapes on the PyTorch reference model
 // (tools/golden/mmdit_ref.py, f32), and tools/bench-compare mmdit-cpu prints the ratio.
 #include <benchmark/benchmark.h>
-#include <cblas.h>
-#include <omp.h>
 
 #include <string>
 #include <vector>
 
 #include "autograd/engine.h"
+#include "bench/bench_common.h"
 #include "nn/mmdit.h"
 
 namespace {
@@ -62,9 +61,7 @@ void bm_mmdit(benchmark::State& st, bool train, int64_t B, int64_t S, int64_t T)
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::AddCustomContext("omp_max_threads", std::to_string(omp_get_max_threads()));
-  benchmark::AddCustomContext("openblas_threads", std::to_string(openblas_get_num_threads()));
-  benchmark::AddCustomContext("openblas_config", openblas_get_config());
+  vgg::bench::add_engine_context();
   // B x S x T: one 32x32 image (256 tokens) with 8 text tokens, and a training batch of 16
   const std::vector<std::vector<int64_t>> cases = {{1, 32, 8}, {16, 32, 8}};
   for (bool train : {false, true})

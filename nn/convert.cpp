@@ -43,6 +43,20 @@ int64_t count_blocks(const std::set<std::string>& keys, const std::string& head)
   return n;
 }
 
+// The block structure from one layout's keys: blocks "<head>N.", qk-norm when block 0 has
+// `qk_key`, dual attention in the blocks that have `dual_key`.
+Structure structure_of(const std::map<std::string, Tensor>& in, const std::string& head, const std::string& qk_key,
+                       const std::string& dual_key, const char* what) {
+  std::set<std::string> keys;
+  for (const auto& [k, t] : in) keys.insert(k);
+  Structure s;
+  s.layers = count_blocks(keys, head);
+  VGG_CHECK(s.layers > 0, what, ": no ", head, "* keys");
+  s.qk = keys.count(head + "0." + qk_key) > 0;
+  for (int64_t i = 0; i < s.layers; ++i) s.dual.push_back(keys.count(head + std::to_string(i) + "." + dual_key) > 0);
+  return s;
+}
+
 std::vector<Rule> make_rules(const Structure& s) {
   std::vector<Rule> r;
   auto lin = [&](const std::string& stab, const std::string& diff, Kind k = Kind::Copy) {
@@ -125,14 +139,8 @@ CheckpointLayout detect_layout(const NamedTensors& sd) {
 
 NamedTensors diffusers_to_stability(const NamedTensors& sd, const std::string& prefix) {
   auto in = to_map(sd, "diffusers_to_stability");
-  std::set<std::string> keys;
-  for (auto& [k, t] : in) keys.insert(k);
-  Structure s;
-  s.layers = count_blocks(keys, "transformer_blocks.");
-  VGG_CHECK(s.layers > 0, "diffusers_to_stability: no transformer_blocks.* keys");
-  s.qk = keys.count("transformer_blocks.0.attn.norm_q.weight") > 0;
-  for (int64_t i = 0; i < s.layers; ++i)
-    s.dual.push_back(keys.count("transformer_blocks." + std::to_string(i) + ".attn2.to_q.weight") > 0);
+  const Structure s = structure_of(in, "transformer_blocks.", "attn.norm_q.weight", "attn2.to_q.weight",
+                                   "diffusers_to_stability");
   NoGradGuard ng;
   NamedTensors out;
   std::set<std::string> used;
@@ -153,7 +161,7 @@ NamedTensors diffusers_to_stability(const NamedTensors& sd, const std::string& p
       t = parts[0];
     out.emplace_back(prefix + r.stab, t);
   }
-  for (const auto& k : keys) VGG_CHECK(used.count(k), "diffusers_to_stability: unexpected key '", k, "'");
+  for (const auto& [k, t] : in) VGG_CHECK(used.count(k), "diffusers_to_stability: unexpected key '", k, "'");
   return out;
 }
 
@@ -174,14 +182,8 @@ NamedTensors stability_to_diffusers(const NamedTensors& sd, int64_t* skipped) {
     VGG_CHECK(in.emplace(s, t).second, "stability_to_diffusers: key '", k, "' appears twice");
   }
   if (skipped) *skipped = skip;
-  std::set<std::string> keys;
-  for (auto& [k, t] : in) keys.insert(k);
-  Structure s;
-  s.layers = count_blocks(keys, "joint_blocks.");
-  VGG_CHECK(s.layers > 0, "stability_to_diffusers: no joint_blocks.* keys");
-  s.qk = keys.count("joint_blocks.0.x_block.attn.ln_q.weight") > 0;
-  for (int64_t i = 0; i < s.layers; ++i)
-    s.dual.push_back(keys.count("joint_blocks." + std::to_string(i) + ".x_block.attn2.qkv.weight") > 0);
+  const Structure s = structure_of(in, "joint_blocks.", "x_block.attn.ln_q.weight", "x_block.attn2.qkv.weight",
+                                   "stability_to_diffusers");
   NoGradGuard ng;
   NamedTensors out;
   std::set<std::string> used;
@@ -201,7 +203,7 @@ NamedTensors stability_to_diffusers(const NamedTensors& sd, int64_t* skipped) {
       out.emplace_back(r.diff[0], t);
     }
   }
-  for (const auto& k : keys) VGG_CHECK(used.count(k), "stability_to_diffusers: unexpected key '", k, "'");
+  for (const auto& [k, t] : in) VGG_CHECK(used.count(k), "stability_to_diffusers: unexpected key '", k, "'");
   return out;
 }
 
