@@ -72,7 +72,7 @@ class Module {
   void materialize(DType dtype, Device device = Device::cpu(), Generator* gen = nullptr);
   bool materialized() const;
   // Default initialisation of this module's own tensors (not its children's).
-  virtual void reset_parameters(Generator* gen) {}
+  virtual void reset_parameters(Generator* /*gen*/) {}
 
   // Optional: training flag, for modules that behave differently (none of ours do yet).
   bool training() const { return training_; }
