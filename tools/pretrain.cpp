@@ -1,0 +1,333 @@
+// vgg_pretrain — trains the base flow-matching model of the embedded default: an SD3-structured
+// MMDiT (config "tiny" unless told) plus the prompt tables, on Fashion-MNIST padded to 32×32,
+// with the SD3 flow-matching loss, AdamW + linear warm-up, and an EMA of the weights.
+//
+//   vgg_pretrain [--out DIR] [--steps N] [--batch B] [--lr X] ... (see --help)
+//   vgg_pretrain --out DIR --resume [--steps N]      continue a run (only --steps may change)
+//
+// The run directory holds config.json (the resolved settings), metrics.jsonl (one JSON object
+// per logged step), samples/step_NNNNNN.png (one row per prompt, fixed seeds, EMA weights) and
+// checkpoint/ (transformer, prompts, EMA, optimizer state, state.json), replaced atomically. A
+// run resumed from its checkpoint continues bit-identically to one that was never stopped.
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "autograd/engine.h"
+#include "nn/io.h"
+#include "nn/mmdit.h"
+#include "nn/optim.h"
+#include "tools/cli.h"
+#include "vggflow/data.h"
+#include "vggflow/image.h"
+#include "vggflow/prompts.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using namespace vgg;
+
+namespace {
+
+constexpr const char* kHelp = R"(usage: vgg_pretrain [flags]
+  --out DIR            run directory (default runs/pretrain); must not hold a checkpoint unless --resume
+  --resume             continue the run in --out from its checkpoint (only --steps may be changed)
+  --config NAME|FILE   MMDiT config name (tiny, small, ...) or diffusers config.json (default tiny)
+  --steps N            optimizer steps (default 6000)
+  --batch B            images per step (default 32)
+  --lr X               AdamW learning rate after warm-up (default 3e-4)
+  --warmup N           linear warm-up steps (default 200)
+  --weight-decay X     AdamW weight decay (default 0)
+  --max-grad-norm X    gradient clipping, 0 = off (default 1)
+  --ema X              EMA decay of the weights (default 0.999)
+  --shift X            shift of the training sigma table and of the sampler (default 1)
+  --drop X             prompt dropout for classifier-free guidance (default 0.1)
+  --tokens N           text tokens per prompt (default 8)
+  --seed S             seed of every random draw (default 0)
+  --data DIR           IDX files (default: the dataset-fashion-mnist package)
+  --limit N            use only the first N training images (default all)
+  --log-every N        metrics.jsonl interval (default 10)
+  --sample-every N     sample grid interval, 0 = only at the end (default 500)
+  --ckpt-every N       checkpoint interval (default 500; always at the end)
+  --sample-steps N     Euler steps of the sample grids (default 20)
+  --guidance X         CFG scale of the sample grids (default 4)
+)";
+
+struct Settings {
+  json j;  // the resolved settings, written to config.json
+  std::string config() const { return j["config"]; }
+  int64_t i(const char* k) const { return j[k].get<int64_t>(); }
+  double d(const char* k) const { return j[k].get<double>(); }
+};
+
+Settings resolve(const cli::Flags& f) {
+  Settings s;
+  s.j["config"] = f.str("--config", "tiny");
+  s.j["steps"] = f.integer("--steps", 6000, 1);
+  s.j["batch"] = f.integer("--batch", 32, 1, 4096);
+  s.j["lr"] = f.real("--lr", 3e-4, 0, 1);
+  s.j["warmup"] = f.integer("--warmup", 200, 0);
+  s.j["weight_decay"] = f.real("--weight-decay", 0.0, 0, 1);
+  s.j["max_grad_norm"] = f.real("--max-grad-norm", 1.0, 0, 1e6);
+  s.j["ema"] = f.real("--ema", 0.999, 0, 1);
+  s.j["shift"] = f.real("--shift", 1.0, 1e-3, 1e3);
+  s.j["drop"] = f.real("--drop", 0.1, 0, 1);
+  s.j["tokens"] = f.integer("--tokens", 8, 1, 512);
+  s.j["seed"] = f.integer("--seed", 0, 0);
+  s.j["data"] = f.str("--data", "");
+  s.j["limit"] = f.integer("--limit", 0, 0);
+  s.j["log_every"] = f.integer("--log-every", 10, 1);
+  s.j["sample_every"] = f.integer("--sample-every", 500, 0);
+  s.j["ckpt_every"] = f.integer("--ckpt-every", 500, 1);
+  s.j["sample_steps"] = f.integer("--sample-steps", 20, 1, 1000);
+  s.j["guidance"] = f.real("--guidance", 4.0, 0, 100);
+  return s;
+}
+
+nn::MMDiTConfig model_config(const std::string& c) {
+  if (c.size() > 5 && c.substr(c.size() - 5) == ".json") {
+    std::ifstream in(c);
+    if (!in) throw std::runtime_error("cannot open config " + c);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return nn::MMDiTConfig::from_json(ss.str());
+  }
+  return nn::MMDiTConfig::named(c);
+}
+
+void write_text(const fs::path& p, const std::string& text) {
+  fs::path tmp = p;
+  tmp += ".tmp";
+  {
+    std::ofstream o(tmp);
+    o << text;
+    if (!o) throw std::runtime_error("cannot write " + tmp.string());
+  }
+  fs::rename(tmp, p);
+}
+
+json read_json(const fs::path& p) {
+  std::ifstream in(p);
+  if (!in) throw std::runtime_error("cannot open " + p.string());
+  try {
+    return json::parse(in);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(p.string() + ": invalid JSON (" + e.what() + ")");
+  }
+}
+
+// The trainable state of a run and everything derived from the settings.
+struct Run {
+  Settings s;
+  nn::MMDiTConfig cfg;
+  std::shared_ptr<nn::MMDiT> model, ema_model;
+  std::shared_ptr<flow::PromptEncoder> prompts, ema_prompts;
+  std::unique_ptr<nn::AdamW> opt;
+  std::unique_ptr<nn::EMA> ema;
+  std::vector<Tensor> params, ema_params;
+
+  explicit Run(const Settings& settings) : s(settings), cfg(model_config(settings.config())) {
+    VGG_CHECK(cfg.in_channels == 1 && cfg.out_channels == 1, "vgg_pretrain: the config must have 1 channel in and out");
+    VGG_CHECK(cfg.sample_size >= 32, "vgg_pretrain: the config's sample_size must be >= 32 (images are 32x32)");
+    Generator g(static_cast<uint64_t>(s.i("seed")), 0);
+    nn::LayerOptions o{DType::F32, Device::cpu(), &g};
+    model = std::make_shared<nn::MMDiT>(cfg, o);
+    prompts = std::make_shared<flow::PromptEncoder>(11, s.i("tokens"), cfg.joint_attention_dim,
+                                                    cfg.pooled_projection_dim, o);
+    // DiT-style: adaLN-Zero modulations and the output projection start at zero
+    for (auto& [name, m] : model->named_modules())
+      if (auto* l = dynamic_cast<nn::Linear*>(m);
+          l && (name.ends_with("norm1.linear") || name.ends_with("norm1_context.linear") || name == "norm_out.linear" ||
+                name == "proj_out")) {
+        nn::zeros_(l->weight);
+        nn::zeros_(l->bias);
+      }
+    ema_model = std::make_shared<nn::MMDiT>(cfg, o);
+    ema_prompts = std::make_shared<flow::PromptEncoder>(11, s.i("tokens"), cfg.joint_attention_dim,
+                                                        cfg.pooled_projection_dim, o);
+    nn::ParamGroup grp;
+    grp.name = "model";
+    for (auto* m : {static_cast<nn::Module*>(model.get()), static_cast<nn::Module*>(prompts.get())})
+      for (auto& [n, t] : m->named_parameters()) {
+        grp.params.push_back(t);
+        grp.param_names.push_back((m == model.get() ? "transformer." : "prompts.") + n);
+      }
+    for (auto* m : {static_cast<nn::Module*>(ema_model.get()), static_cast<nn::Module*>(ema_prompts.get())})
+      for (auto& t : m->parameters()) ema_params.push_back(t);
+    params = grp.params;
+    grp.lr = s.d("lr");
+    grp.weight_decay = s.d("weight_decay");
+    grp.max_grad_norm = s.d("max_grad_norm");
+    auto names = grp.param_names;
+    opt = std::make_unique<nn::AdamW>(std::vector<nn::ParamGroup>{grp});
+    ema = std::make_unique<nn::EMA>(params, s.d("ema"), /*warmup=*/true, names);
+  }
+
+  void save(const fs::path& dir, int64_t step, std::pair<int64_t, int64_t> data_state) {
+    fs::path tmp = dir / "checkpoint.tmp", fin = dir / "checkpoint", old = dir / "checkpoint.old";
+    fs::remove_all(tmp);
+    fs::create_directories(tmp);
+    nn::save_weights((tmp / "transformer.safetensors").string(), *model, {{"config", cfg.to_json()}});
+    nn::save_weights((tmp / "prompts.safetensors").string(), *prompts);
+    nn::save_tensors((tmp / "ema.safetensors").string(), ema->state_dict());
+    nn::save_tensors((tmp / "optimizer.safetensors").string(), opt->state_dict());
+    write_text(tmp / "state.json",
+               json{{"step", step}, {"epoch", data_state.first}, {"position", data_state.second}}.dump(2) + "\n");
+    fs::remove_all(old);
+    if (fs::exists(fin)) fs::rename(fin, old);
+    fs::rename(tmp, fin);
+    fs::remove_all(old);
+    // the EMA weights as a ready-to-use model (what the other tools load)
+    ema->copy_to(ema_params);
+    nn::save_weights((dir / "model_ema.safetensors.tmp").string(), *ema_model, {{"config", cfg.to_json()}});
+    fs::rename(dir / "model_ema.safetensors.tmp", dir / "model_ema.safetensors");
+    nn::save_weights((dir / "prompts_ema.safetensors.tmp").string(), *ema_prompts);
+    fs::rename(dir / "prompts_ema.safetensors.tmp", dir / "prompts_ema.safetensors");
+  }
+
+  json load(const fs::path& dir) {
+    fs::path c = dir / "checkpoint";
+    nn::load_weights((c / "transformer.safetensors").string(), *model);
+    nn::load_weights((c / "prompts.safetensors").string(), *prompts);
+    ema->load_state_dict(nn::load_tensors((c / "ema.safetensors").string()));
+    opt->load_state_dict(nn::load_tensors((c / "optimizer.safetensors").string()));
+    return read_json(c / "state.json");
+  }
+
+  // One row per prompt (10 classes), `cols` fixed seeds, EMA weights, CFG.
+  void sample_grid(const fs::path& path, int64_t cols = 8) {
+    NoGradGuard ng;
+    ema->copy_to(ema_params);
+    const int64_t n = 10 * cols;
+    std::vector<int64_t> ids, empty(static_cast<size_t>(n), 10);
+    for (int64_t c = 0; c < 10; ++c)
+      for (int64_t k = 0; k < cols; ++k) ids.push_back(c);
+    flow::Conditioning cond = ema_prompts->encode(from_vector(ids, {n}));
+    flow::Conditioning uncond = ema_prompts->encode(from_vector(empty, {n}));
+    Generator g(static_cast<uint64_t>(s.i("seed")) + 7, 0);
+    Tensor noise = randn({n, 1, 32, 32}, {}, &g);
+    auto f = [&](const Tensor& x, const Tensor& t, const flow::Conditioning& c) {
+      return ema_model->forward(x, t, c.context, c.pooled);
+    };
+    Tensor img = flow::sample_euler(f, noise, cond, uncond, {s.i("sample_steps"), s.d("shift"), s.d("guidance")});
+    flow::write_png(path.string(), flow::make_grid(ops::clamp(img, -1.0, 1.0), cols));
+  }
+};
+
+std::string eta(double seconds) {
+  char b[32];
+  const int64_t s = static_cast<int64_t>(seconds + 0.5);
+  std::snprintf(b, sizeof b, "%lld:%02lld:%02lld", static_cast<long long>(s / 3600), static_cast<long long>(s / 60 % 60),
+                static_cast<long long>(s % 60));
+  return b;
+}
+
+int run(int argc, char** argv) {
+  cli::Flags f(argc, argv,
+               {"--out", "--config", "--steps", "--batch", "--lr", "--warmup", "--weight-decay", "--max-grad-norm",
+                "--ema", "--shift", "--drop", "--tokens", "--seed", "--data", "--limit", "--log-every",
+                "--sample-every", "--ckpt-every", "--sample-steps", "--guidance"},
+               {"--resume", "--help"});
+  if (f.has("--help")) {
+    std::printf("%s", kHelp);
+    return 0;
+  }
+  if (!f.positional().empty()) throw cli::UsageError("unexpected argument '" + f.positional()[0] + "' (see --help)");
+  const fs::path out = f.str("--out", "runs/pretrain");
+  const bool resume = f.has("--resume");
+  Settings s = resolve(f);  // validates every flag, also on resume
+  if (resume) {
+    for (const char* k : {"--config", "--batch", "--lr", "--warmup", "--weight-decay", "--max-grad-norm", "--ema",
+                          "--shift", "--drop", "--tokens", "--seed", "--data", "--limit"})
+      if (f.has(k)) throw cli::UsageError(std::string(k) + " cannot change on --resume (only --steps can)");
+    if (!fs::exists(out / "checkpoint" / "state.json"))
+      throw std::runtime_error("--resume: no checkpoint in " + out.string());
+    const int64_t new_steps = s.i("steps");
+    s.j = read_json(out / "config.json");
+    if (f.has("--steps")) s.j["steps"] = new_steps;
+  } else if (fs::exists(out / "checkpoint")) {
+    throw std::runtime_error(out.string() + " already holds a run (use --resume, or another --out)");
+  }
+  fs::create_directories(out / "samples");
+  Run r(s);
+  flow::ImageSet train = flow::load_fashion_mnist(true, s.j["data"].get<std::string>(), 32, s.i("limit"));
+  flow::BatchIterator batches(train, s.i("batch"), static_cast<uint64_t>(s.i("seed")));
+  int64_t step = 0;
+  if (resume) {
+    json st = r.load(out);
+    step = st["step"].get<int64_t>();
+    batches.set_state(st["epoch"].get<int64_t>(), st["position"].get<int64_t>());
+  } else {
+    std::ofstream(out / "metrics.jsonl", std::ios::trunc);
+  }
+  write_text(out / "config.json", s.j.dump(2) + "\n");
+  const int64_t steps = s.i("steps");
+  std::fprintf(stderr, "vgg_pretrain: %s, %lld parameters, %lld training images, steps %lld..%lld, batch %lld -> %s\n",
+               s.config().c_str(), static_cast<long long>(r.model->num_parameters()),
+               static_cast<long long>(train.n), static_cast<long long>(step), static_cast<long long>(steps),
+               static_cast<long long>(s.i("batch")), out.string().c_str());
+  std::ofstream metrics(out / "metrics.jsonl", std::ios::app);
+  const auto sched = nn::LRSchedule::linear_warmup(s.i("warmup"));
+  flow::TimestepSampling ts;
+  ts.shift = s.d("shift");
+  auto t0 = std::chrono::steady_clock::now();
+  const int64_t first = step;
+  double loss_sum = 0;
+  int64_t loss_n = 0;
+  while (step < steps) {
+    Tensor x0, y;
+    batches.next_cycled(x0, y);
+    const int64_t B = x0.size(0);
+    Generator g(static_cast<uint64_t>(s.i("seed")), 1000 + static_cast<uint64_t>(step));
+    Tensor ids = r.prompts->drop(y, s.d("drop"), g);
+    Tensor sigma = flow::sample_training_sigmas(B, ts, g);
+    Tensor eps = randn(x0.shape(), {}, &g);
+    flow::Conditioning c = r.prompts->encode(ids);
+    Tensor u = r.model->forward(flow::noise_sample(x0, eps, sigma), ops::mul(sigma, 1000.0), c.context, c.pooled);
+    Tensor loss = ops::mean(ops::square(ops::sub(u, flow::velocity_target(x0, eps))));
+    r.opt->zero_grad();
+    backward(loss);
+    nn::apply_schedule(*r.opt, sched, step);
+    nn::StepStats st = r.opt->step();
+    r.ema->update();
+    ++step;
+    const double lv = loss.item();
+    if (!std::isfinite(lv)) throw std::runtime_error("loss is " + std::to_string(lv) + " at step " + std::to_string(step));
+    loss_sum += lv, ++loss_n;
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double per_step = elapsed / static_cast<double>(step - first);
+    if (step % s.i("log_every") == 0 || step == steps) {
+      metrics << json{{"step", step},
+                      {"loss", loss_sum / static_cast<double>(loss_n)},
+                      {"lr", r.opt->lr(0)},
+                      {"grad_norm", st.groups[0].grad_norm},
+                      {"clipped", st.groups[0].clipped},
+                      {"sec_per_step", per_step},
+                      {"images_per_sec", static_cast<double>(B) / per_step}}
+                     .dump()
+              << "\n"
+              << std::flush;
+      loss_sum = 0, loss_n = 0;
+    }
+    std::fprintf(stderr, "\r[%lld/%lld] loss %.4f  lr %.2e  %.2f s/step  ETA %s   ", static_cast<long long>(step),
+                 static_cast<long long>(steps), lv, r.opt->lr(0), per_step,
+                 eta(per_step * static_cast<double>(steps - step)).c_str());
+    if (step % s.i("ckpt_every") == 0 || step == steps) r.save(out, step, batches.state());
+    if ((s.i("sample_every") > 0 && step % s.i("sample_every") == 0) || step == steps) {
+      char name[64];
+      std::snprintf(name, sizeof name, "step_%06lld.png", static_cast<long long>(step));
+      r.sample_grid(out / "samples" / name);
+    }
+  }
+  std::fprintf(stderr, "\nvgg_pretrain: done at step %lld; EMA model in %s\n", static_cast<long long>(step),
+               (out / "model_ema.safetensors").string().c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return cli::run_main("vgg_pretrain", [&] { return run(argc, argv); });
+}
