@@ -137,6 +137,16 @@ TEST(MMDiTEmbeddings, PositionTableLayout) {
   EXPECT_DOUBLE_EQ(p.at({0, I * M + J, 7}), std::cos(gy * w1));
 }
 
+TEST(FlowSchedule, TwentyStepTableEqualsTheDiffusersAlgorithm) {
+  // python3 tools/golden/sigmas.py 20 (diffusers' arithmetic: f32 table, f64 linspace, f32 result)
+  const float want[] = {1.0f,        0.981874585f, 0.962385654f, 0.941373229f, 0.918651521f, 0.894003034f, 0.867171943f,
+                        0.837854743f, 0.805689275f, 0.770239174f, 0.730974317f, 0.687243879f, 0.638240099f, 0.582947969f,
+                        0.520074129f, 0.447944283f, 0.364352196f, 0.266329706f, 0.149787232f, 0.00892857183f, 0.0f};
+  auto s = flow::inference_schedule(20, 3.0);
+  ASSERT_EQ(s.sigmas.size(), 21u);
+  for (size_t i = 0; i < 21; ++i) EXPECT_FLOAT_EQ(s.sigmas[i], want[i]) << "sigma " << i;
+}
+
 TEST(FlowSchedule, ShiftValuesFromTheSpec) {
   EXPECT_NEAR(flow::shift_sigma(0.5, 3.0), 0.75, 1e-15);
   EXPECT_NEAR(flow::shift_sigma(0.001, 3.0), 0.0029940, 5e-8);
