@@ -2,6 +2,7 @@
 // differentiable ops (all but the tiled attention kernel, which must refuse).
 #include <cmath>
 
+#include "autograd/ops_util.h"
 #include "tests/support/test_support.h"
 
 using namespace vgg;
@@ -47,6 +48,8 @@ std::vector<Case> cases() {
       UNARY("relu", relu(x), rnd({3, 4}, 13)),
       UNARY("gelu", gelu(x), rnd({3, 4}, 14)),
       UNARY("gelu_tanh", gelu(x, true), rnd({3, 4}, 15)),
+      // the fused derivative op gelu_tanh's backward uses; its own rule is composed
+      UNARY("gelu_tanh_grad", ops::detail::gelu_tanh_grad(mul(x, 2.0)), rnd({3, 4}, 45)),
       UNARY("erf", erf(x), rnd({3, 4}, 16)),
       UNARY("reciprocal", reciprocal(x), pos({3, 4}, 17)),
       UNARY("pow_scalar", pow(x, 3.0), rnd({3, 4}, 18)),
