@@ -35,7 +35,7 @@ constexpr const char* kHelp = R"(usage: vgg_pretrain [flags]
   --out DIR            run directory (default runs/pretrain); must not hold a checkpoint unless --resume
   --resume             continue the run in --out from its checkpoint (only --steps may be changed)
   --config NAME|FILE   MMDiT config name (tiny, small, ...) or diffusers config.json (default tiny)
-  --steps N            optimizer steps (default 6000)
+  --steps N            optimizer steps (default 4000)
   --batch B            images per step (default 32)
   --lr X               AdamW learning rate after warm-up (default 3e-4)
   --warmup N           linear warm-up steps (default 200)
@@ -65,7 +65,7 @@ struct Settings {
 Settings resolve(const cli::Flags& f) {
   Settings s;
   s.j["config"] = f.str("--config", "tiny");
-  s.j["steps"] = f.integer("--steps", 6000, 1);
+  s.j["steps"] = f.integer("--steps", 4000, 1);
   s.j["batch"] = f.integer("--batch", 32, 1, 4096);
   s.j["lr"] = f.real("--lr", 3e-4, 0, 1);
   s.j["warmup"] = f.integer("--warmup", 200, 0);

@@ -10,10 +10,12 @@ FeatureNet::FeatureNet(const std::string& kind, nn::LayerOptions o) : kind_(kind
     conv1 = std::make_shared<nn::Conv2d>(1, 32, 3, 1, 1, true, o);
     conv2 = std::make_shared<nn::Conv2d>(32, 64, 3, 1, 1, true, o);
     conv3 = std::make_shared<nn::Conv2d>(64, 128, 3, 1, 1, true, o);
+    fc = std::make_shared<nn::Linear>(128 * 4 * 4, 128, true, o);
     head = std::make_shared<nn::Linear>(128, 10, true, o);
     register_module("conv1", conv1);
     register_module("conv2", conv2);
     register_module("conv3", conv3);
+    register_module("fc", fc);
   } else if (kind == "fb") {
     conv1 = std::make_shared<nn::Conv2d>(1, 24, 5, 1, 2, true, o);
     conv2 = std::make_shared<nn::Conv2d>(24, 48, 5, 1, 2, true, o);
@@ -34,8 +36,8 @@ Tensor FeatureNet::embed(const Tensor& x) {
   if (kind_ == "fa") {
     Tensor h = ops::avg_pool2d(ops::silu(conv1->forward(x)), 2, 2, {2, 2, 0, 0});
     h = ops::avg_pool2d(ops::silu(conv2->forward(h)), 2, 2, {2, 2, 0, 0});
-    h = ops::silu(conv3->forward(h));    // [B, 128, 8, 8]
-    return ops::mean(h, {2, 3});         // global average -> [B, 128]
+    h = ops::avg_pool2d(ops::silu(conv3->forward(h)), 2, 2, {2, 2, 0, 0});  // [B, 128, 4, 4]
+    return ops::silu(fc->forward(ops::flatten(h, 1)));                       // [B, 128]
   }
   Tensor h = ops::avg_pool2d(ops::gelu(conv1->forward(x)), 2, 2, {2, 2, 0, 0});
   h = ops::avg_pool2d(ops::gelu(conv2->forward(h)), 2, 2, {2, 2, 0, 0});  // [B, 48, 8, 8]

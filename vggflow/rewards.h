@@ -15,6 +15,7 @@
 //                synthetic quality score and scaled to about 1–10 (vgg_train_aux --probe).
 //                Hack: embeddings pushed along w beyond the data manifold; F_B disagrees.
 #pragma once
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -61,6 +62,37 @@ class AestheticProbe : public Reward {
   Tensor w_;
   double b_;
 };
+
+// The synthetic "quality" score the aesthetic probes are fit to (docs/flow.md, "Rewards"): a
+// fixed preference per class plus a within-class sharpness term,
+//   q(x, c) = pref[c] + clamp((s(x) − μ_c)/σ_c, −2.5, 2.5),
+// where s(x) = mean |finite-difference gradient| of the intensities (edge sharpness) and μ_c, σ_c
+// are its mean and standard deviation over the class-c images of the set passed in (the training
+// set when fitting). pref = kClassPreference (bag 8 … trouser 3); q lies in about [0.5, 10.5].
+extern const double kClassPreference[10];
+Tensor edge_sharpness(const Tensor& images);                             // [B] (differentiable)
+Tensor synthetic_quality(const Tensor& images, const Tensor& labels);    // [B] f64, no graph
+
+// Loads an aesthetic probe file (tensors "weight" [E] and "bias" [1], metadata "net") for `net`.
+std::shared_ptr<AestheticProbe> load_aesthetic_probe(const std::string& path, std::shared_ptr<FeatureNet> net);
+void save_aesthetic_probe(const std::string& path, const AestheticProbe& probe,
+                          const std::map<std::string, std::string>& metadata);
+
+// A training reward and its "gold" counterpart for evaluation (docs/flow.md, "Metrics"):
+//   aesthetic        the F_A probe; gold: the F_B probe fit to the same score
+//   classifier[:c]   log p_{F_A}(c | x), c a class name or index (default bag); gold: log p_{F_B}
+//   brightness, contrast, symmetry   pixel functions; gold: the same function
+// The networks and probes are read from models_dir (fa.safetensors, fb.safetensors,
+// aesthetic_fa.safetensors, aesthetic_fb.safetensors).
+struct RewardPair {
+  std::shared_ptr<Reward> reward, gold;
+  std::shared_ptr<FeatureNet> fa, fb;  // fb always loaded (metrics use it); fa when the reward needs it
+};
+RewardPair make_rewards(const std::string& spec, const std::string& models_dir);
+// Loads a feature network file written by vgg_train_aux (its "kind" metadata must match).
+std::shared_ptr<FeatureNet> load_feature_net(const std::string& path, const std::string& kind);
+// The shipped models folder: $VGG_MODELS when set, else the source tree's models/.
+std::string default_models_dir();
 
 // Horizontal mirror of [..., W] along the last dim (differentiable).
 Tensor flip_last(const Tensor& x);

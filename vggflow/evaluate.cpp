@@ -1,0 +1,100 @@
+#include "vggflow/evaluate.h"
+
+#include <cmath>
+
+#include "autograd/grad_mode.h"
+#include "autograd/ops.h"
+#include "tensor/error.h"
+#include "tensor/factory.h"
+
+namespace vgg::flow {
+
+namespace {
+
+std::pair<double, double> mean_std(const std::vector<double>& v) {
+  double m = 0, s = 0;
+  for (double x : v) m += x;
+  m /= static_cast<double>(v.size());
+  for (double x : v) s += (x - m) * (x - m);
+  return {m, v.size() > 1 ? std::sqrt(s / static_cast<double>(v.size() - 1)) : 0.0};
+}
+
+std::vector<double> reward_values(const Reward& r, const Tensor& images) {
+  NoGradGuard ng;
+  std::vector<double> out;
+  for (int64_t i = 0; i < images.size(0); i += 500) {
+    std::vector<double> part = r(ops::narrow(images, 0, i, std::min<int64_t>(500, images.size(0) - i))).to_vector();
+    out.insert(out.end(), part.begin(), part.end());
+  }
+  return out;
+}
+
+double mean_of(const std::vector<double>& v) { return mean_std(v).first; }
+
+}  // namespace
+
+EvalReference make_reference(const FlowModel& base, FeatureNet& fb, const ImageSet& test, const EvalOptions& o) {
+  VGG_CHECK(o.per_prompt >= 2 && o.diversity_n >= 2 && o.diversity_n <= o.per_prompt,
+            "evaluation: need 2 <= diversity samples <= samples per prompt, got ", o.diversity_n, " and ", o.per_prompt);
+  const int64_t n = o.per_prompt, total = 10 * n;
+  VGG_CHECK(2 * total <= test.n, "evaluation: ", n, " samples per prompt need ", 2 * total,
+            " real test images for the FD floor, the test set has ", test.n);
+  EvalReference ref;
+  ref.opt = o;
+  const std::vector<int64_t> ids = per_class_ids(n);
+  ref.base_images_a = sample_images(base.velocity(), *base.prompts, ids, o.sampling, o.seed);
+  Tensor b = sample_images(base.velocity(), *base.prompts, ids, o.sampling, o.seed + 1);
+  Tensor ea = embed_all(fb, ref.base_images_a), eb = embed_all(fb, b);
+  for (int64_t c = 0; c < 10; ++c) {
+    ref.base_b.push_back(fit_gaussian(ops::narrow(eb, 0, c * n, n)));
+    ref.fd_base_floor.push_back(frechet_distance(fit_gaussian(ops::narrow(ea, 0, c * n, n)), ref.base_b.back()));
+  }
+  // two disjoint random real subsets of the sample count
+  Generator pg(o.seed + 2, 0);
+  Tensor perm = randperm(test.n, pg);
+  Tensor real = ops::index_select(test.images, 0, perm);
+  Tensor ra = embed_all(fb, ops::narrow(real, 0, 0, total)), rb = embed_all(fb, ops::narrow(real, 0, total, total));
+  ref.real_b = fit_gaussian(rb);
+  ref.fd_real_floor = frechet_distance(fit_gaussian(ra), ref.real_b);
+  ref.real_pixels = pixel_stats(ops::narrow(real, 0, 0, total));
+  return ref;
+}
+
+nlohmann::json evaluate_images(const Tensor& images, const RewardPair& rw, const EvalReference& ref) {
+  const int64_t n = ref.opt.per_prompt;
+  VGG_CHECK(images.dim() == 4 && images.size(0) == 10 * n, "evaluate_images: expected ", 10 * n, " images, got ",
+            describe(images));
+  nlohmann::json j;
+  const std::vector<double> r = reward_values(*rw.reward, images), g = reward_values(*rw.gold, images);
+  auto [rm, rs] = mean_std(r);
+  auto [gm, gs] = mean_std(g);
+  j["reward"] = rm, j["reward_std"] = rs, j["gold"] = gm, j["gold_std"] = gs;
+  std::vector<double> rp, gp;
+  for (int64_t c = 0; c < 10; ++c) {
+    rp.push_back(mean_of(std::vector<double>(r.begin() + c * n, r.begin() + (c + 1) * n)));
+    gp.push_back(mean_of(std::vector<double>(g.begin() + c * n, g.begin() + (c + 1) * n)));
+  }
+  j["reward_per_prompt"] = rp, j["gold_per_prompt"] = gp;
+  Tensor e = embed_all(*rw.fb, images);
+  std::vector<int64_t> labels = per_class_ids(n);
+  j["fb_accuracy"] = class_accuracy(*rw.fb, images, from_vector(labels, {10 * n}));
+  std::vector<double> div, fd;
+  for (int64_t c = 0; c < 10; ++c) {
+    Tensor ec = ops::narrow(e, 0, c * n, n);
+    div.push_back(diversity(ops::narrow(ec, 0, 0, ref.opt.diversity_n)));
+    fd.push_back(frechet_distance(fit_gaussian(ec), ref.base_b[static_cast<size_t>(c)]));
+  }
+  j["diversity"] = mean_of(div), j["diversity_per_prompt"] = div;
+  j["fd_base"] = mean_of(fd), j["fd_base_per_prompt"] = fd;
+  j["fd_base_floor"] = mean_of(ref.fd_base_floor), j["fd_base_floor_per_prompt"] = ref.fd_base_floor;
+  j["fd_real"] = frechet_distance(fit_gaussian(e), ref.real_b);
+  j["fd_real_floor"] = ref.fd_real_floor;
+  const PixelStats p = pixel_stats(images);
+  j["near_black"] = p.near_black, j["near_white"] = p.near_white, j["pixel_entropy"] = p.entropy_bits;
+  j["real_near_black"] = ref.real_pixels.near_black, j["real_near_white"] = ref.real_pixels.near_white;
+  j["real_pixel_entropy"] = ref.real_pixels.entropy_bits;
+  j["samples_per_prompt"] = n;
+  return j;
+}
+
+}  // namespace vgg::flow
