@@ -1,0 +1,232 @@
+// Metrics: eigenvalues, Fréchet distance against closed forms, diversity, pixel detectors, ridge
+// regression, the synthetic quality score, model folders, and the evaluation protocol's
+// invariant that a model equal to the base sits exactly at the FD noise floor.
+#include <cmath>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "autograd/gradcheck.h"
+#include "tests/support/test_support.h"
+#include "vggflow/evaluate.h"
+
+namespace vgg::test {
+namespace {
+
+// Q diag(d) Qᵀ with Q from Gram–Schmidt of a random matrix
+std::vector<double> rotated(const std::vector<double>& d, uint64_t seed, std::vector<double>* q_out = nullptr) {
+  const auto n = d.size();
+  std::vector<double> q = rnd({static_cast<int64_t>(n), static_cast<int64_t>(n)}, seed).to_vector();
+  for (size_t k = 0; k < n; ++k) {  // columns
+    for (size_t j = 0; j < k; ++j) {
+      double dot = 0;
+      for (size_t i = 0; i < n; ++i) dot += q[i * n + k] * q[i * n + j];
+      for (size_t i = 0; i < n; ++i) q[i * n + k] -= dot * q[i * n + j];
+    }
+    double s = 0;
+    for (size_t i = 0; i < n; ++i) s += q[i * n + k] * q[i * n + k];
+    for (size_t i = 0; i < n; ++i) q[i * n + k] /= std::sqrt(s);
+  }
+  std::vector<double> a(n * n, 0.0);
+  for (size_t i = 0; i < n; ++i)
+    for (size_t j = 0; j < n; ++j)
+      for (size_t k = 0; k < n; ++k) a[i * n + j] += q[i * n + k] * d[k] * q[j * n + k];
+  if (q_out) *q_out = q;
+  return a;
+}
+
+TEST(Metrics, SymmetricEigenRecoversSpectrumAndVectors) {
+  std::vector<double> d = {3.0, -1.5, 0.0, 7.25, 0.5, 2.0, 1e-3};
+  std::vector<double> a = rotated(d, 11), v;
+  std::vector<double> ev = flow::symmetric_eigen(a, 7, &v);
+  std::vector<double> sorted = d;
+  std::sort(sorted.begin(), sorted.end());
+  for (size_t i = 0; i < 7; ++i) EXPECT_NEAR(ev[i], sorted[i], 1e-12);
+  // A v_k = λ_k v_k
+  for (size_t k = 0; k < 7; ++k)
+    for (size_t i = 0; i < 7; ++i) {
+      double av = 0;
+      for (size_t j = 0; j < 7; ++j) av += a[i * 7 + j] * v[j * 7 + k];
+      EXPECT_NEAR(av, ev[k] * v[i * 7 + k], 1e-11);
+    }
+  EXPECT_TRUE(throws_error([] { flow::symmetric_eigen({1, 2, 3}, 2); }, {"symmetric_eigen", "expected 4 values"}));
+}
+
+flow::Gaussian gaussian(std::vector<double> mean, std::vector<double> cov) {
+  flow::Gaussian g;
+  g.dim = static_cast<int64_t>(mean.size());
+  g.n = 100;
+  g.mean = std::move(mean);
+  g.cov = std::move(cov);
+  return g;
+}
+
+TEST(Metrics, FrechetDistanceClosedForms) {
+  // 1-D: (μ1 − μ2)² + (σ1 − σ2)²
+  EXPECT_NEAR(flow::frechet_distance(gaussian({1.0}, {4.0}), gaussian({-0.5}, {0.25})), 2.25 + 2.25, 1e-12);
+  // Σ2 = c²Σ1 (same eigenvectors, non-diagonal): ‖Δμ‖² + (1 − c)² TrΣ1
+  std::vector<double> d = {2.0, 0.5, 1.0, 3.0, 0.1};
+  std::vector<double> s1 = rotated(d, 5), s2 = s1;
+  for (double& x : s2) x *= 0.36;  // c = 0.6
+  double tr = 0;
+  for (double x : d) tr += x;
+  flow::Gaussian a = gaussian({0, 1, 0, 0, 2}, s1), b = gaussian({1, 1, 0, -1, 2}, s2);
+  EXPECT_NEAR(flow::frechet_distance(a, b), 2.0 + 0.16 * tr, 1e-10);
+  EXPECT_NEAR(flow::frechet_distance(a, a), 0.0, 1e-10);
+  // commuting diagonal covariances: Σ(√a_i − √b_i)²
+  EXPECT_NEAR(flow::frechet_distance(gaussian({0, 0}, {4, 0, 0, 1}), gaussian({0, 0}, {1, 0, 0, 9})), 1.0 + 4.0, 1e-12);
+  // from samples: symmetric, zero against itself, and the sample mean/covariance are used
+  Tensor x = rnd({50, 4}, 3), y = ops::add(ops::mul(rnd({60, 4}, 4), 2.0), 1.0);
+  EXPECT_NEAR(flow::frechet_distance(x, x), 0.0, 1e-9);
+  EXPECT_NEAR(flow::frechet_distance(x, y), flow::frechet_distance(y, x), 1e-9);
+  EXPECT_GT(flow::frechet_distance(x, y), 4.0);  // the mean shift alone is ‖(1,1,1,1)‖² ≈ 4
+  EXPECT_TRUE(throws_error([&] { flow::frechet_distance(x, rnd({5, 3}, 1)); }, {"embedding sizes differ"}));
+  EXPECT_TRUE(throws_error([&] { flow::frechet_distance(rnd({1, 4}, 1), x); }, {"[N >= 2, D]"}));
+}
+
+TEST(Metrics, DiversityAndPixelStats) {
+  Tensor same = ops::expand(rnd({1, 6}, 2), {5, 6});
+  EXPECT_NEAR(flow::diversity(same), 0.0, 1e-12);
+  // two orthogonal directions (scale does not matter): ‖ê1 − ê2‖² = 2
+  EXPECT_NEAR(flow::diversity(from_vector(std::vector<double>{3, 0, 0, 0.5}, {2, 2}, opts(DType::F64))), 2.0, 1e-12);
+  // three unit vectors at 120°: each pair 3
+  const double s = std::sqrt(3.0) / 2;
+  EXPECT_NEAR(flow::diversity(from_vector(std::vector<double>{1, 0, -0.5, s, -0.5, -s}, {3, 2}, opts(DType::F64))), 3.0,
+              1e-12);
+
+  flow::PixelStats black = flow::pixel_stats(full({2, 1, 4, 4}, -1.0));
+  EXPECT_DOUBLE_EQ(black.near_black, 1.0);
+  EXPECT_DOUBLE_EQ(black.near_white, 0.0);
+  EXPECT_DOUBLE_EQ(black.entropy_bits, 0.0);
+  // one pixel at the centre of each of the 32 bins: 5 bits
+  std::vector<double> v;
+  for (int b = 0; b < 32; ++b) v.push_back(2.0 * (b + 0.5) / 32.0 - 1.0);
+  flow::PixelStats u = flow::pixel_stats(from_vector(v, {32}, opts(DType::F64)));
+  EXPECT_NEAR(u.entropy_bits, 5.0, 1e-12);
+  EXPECT_NEAR(u.near_black, 1.0 / 32, 1e-12);  // only bin 0's centre (1.6%) is below 2%
+  EXPECT_NEAR(u.near_white, 1.0 / 32, 1e-12);
+}
+
+TEST(Metrics, RidgeRecoversAnExactLinearModel) {
+  Tensor x = rnd({200, 6}, 9);
+  std::vector<double> w = {0.5, -1.0, 2.0, 0.0, 3.0, -0.25};
+  Tensor y = ops::add(ops::squeeze(ops::matmul(x, from_vector(w, {6, 1}, opts(DType::F64))), 1), 4.0);
+  flow::RidgeFit fit = flow::fit_ridge(x, y, 0.0);
+  for (size_t i = 0; i < 6; ++i) EXPECT_NEAR(fit.w[i], w[i], 1e-9);
+  EXPECT_NEAR(fit.b, 4.0, 1e-9);
+  EXPECT_NEAR(fit.r2, 1.0, 1e-12);
+  // the penalty shrinks the weights, never the intercept's role: a big λ predicts ≈ the mean
+  flow::RidgeFit big = flow::fit_ridge(x, y, 1e9);
+  double wn = 0;
+  for (double v : big.w) wn += v * v;
+  EXPECT_LT(wn, 1e-6);
+  EXPECT_NEAR(big.r2, 0.0, 1e-3);
+  EXPECT_TRUE(throws_error([&] { flow::fit_ridge(x, ops::narrow(y, 0, 0, 5), 1.0); }, {"fit_ridge"}));
+}
+
+TEST(GradcheckMetrics, EdgeSharpness) {
+  auto f = [](const std::vector<Tensor>& in) { return flow::edge_sharpness(in[0]); };
+  EXPECT_GRADCHECK(gradcheck(f, {ops::tanh(rnd({2, 1, 5, 4}, 21)).requires_grad_(true)}));
+}
+
+TEST(Metrics, SyntheticQualityFollowsClassPreferenceAndSharpness) {
+  // per class: a flat image (sharpness 0), a soft one and a checkerboard (sharpest)
+  std::vector<Tensor> imgs;
+  std::vector<int64_t> labels;
+  std::vector<double> cb(16), soft(16);
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 4; ++j) cb[i * 4 + j] = ((i + j) % 2) ? 1.0 : -1.0, soft[i * 4 + j] = 0.1 * j - 0.5;
+  for (int64_t c = 0; c < 10; ++c) {
+    imgs.push_back(full({1, 1, 4, 4}, -1.0));
+    imgs.push_back(from_vector(soft, {1, 1, 4, 4}));
+    imgs.push_back(from_vector(cb, {1, 1, 4, 4}));
+    labels.insert(labels.end(), {c, c, c});
+  }
+  std::vector<double> q = flow::synthetic_quality(ops::cat(imgs, 0), from_vector(labels, {30})).to_vector();
+  for (size_t c = 0; c < 10; ++c) {
+    EXPECT_LT(q[3 * c], q[3 * c + 1]);
+    EXPECT_LT(q[3 * c + 1], q[3 * c + 2]);
+    // the within-class z-scores of a 3-image class sum to 0: the mean is the class preference
+    EXPECT_NEAR((q[3 * c] + q[3 * c + 1] + q[3 * c + 2]) / 3, flow::kClassPreference[c], 1e-9);
+  }
+  EXPECT_TRUE(throws_error([] { flow::synthetic_quality(zeros({2, 1, 4, 4}), from_vector(std::vector<int64_t>{3, 4}, {2})); },
+                           {"class 3 needs at least 2 images"}));
+}
+
+}  // namespace
+}  // namespace vgg::test
+
+namespace vgg::test {
+namespace {
+
+flow::FlowModel small_model(uint64_t seed) {
+  nn::MMDiTConfig cfg;
+  cfg.num_layers = 1, cfg.attention_head_dim = 16, cfg.num_attention_heads = 2;
+  cfg.joint_attention_dim = 16, cfg.caption_projection_dim = 32, cfg.pooled_projection_dim = 16;
+  Generator g(seed);
+  nn::LayerOptions o{DType::F32, Device::cpu(), &g};
+  flow::FlowModel m;
+  m.cfg = cfg;
+  m.net = std::make_shared<nn::MMDiT>(cfg, o);
+  m.prompts = std::make_shared<flow::PromptEncoder>(11, 2, 16, 16, o);
+  m.sampling = {2, 1.0, 2.0};
+  return m;
+}
+
+TEST(ModelFolder, RoundTripsAndRejectsIncompleteFolders) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("vgg_model_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  flow::FlowModel m = small_model(5);
+  flow::save_flow_model(dir.string(), m, R"({"shift": 3.0, "guidance": 2.5, "sample_steps": 7})");
+  flow::FlowModel back = flow::load_flow_model(dir.string());
+  EXPECT_EQ(back.sampling.steps, 7);
+  EXPECT_DOUBLE_EQ(back.sampling.shift, 3.0);
+  EXPECT_DOUBLE_EQ(back.sampling.guidance, 2.5);
+  EXPECT_EQ(back.prompts->num_prompts(), 11);
+  Tensor a = flow::sample_images(m.velocity(), *m.prompts, {0, 3, 10}, m.sampling, 4);
+  Tensor b = flow::sample_images(back.velocity(), *back.prompts, {0, 3, 10}, m.sampling, 4);
+  EXPECT_TRUE(all_close(a, b, 0, 0));
+  EXPECT_EQ(a.size(0), 3);
+  EXPECT_LE(ops::amax(ops::abs(a)).item(), 1.0);
+  fs::remove(dir / "prompts.safetensors");
+  EXPECT_TRUE(throws_error([&] { flow::load_flow_model(dir.string()); }, {"neither prompts.safetensors"}));
+  fs::remove_all(dir);
+  EXPECT_TRUE(throws_error([&] { flow::load_flow_model(dir.string()); }, {"does not exist"}));
+}
+
+TEST(Evaluation, TheBaseSitsExactlyAtTheNoiseFloor) {
+  flow::FlowModel base = small_model(7);
+  Generator g(8);
+  flow::RewardPair rw;
+  rw.fb = std::make_shared<flow::FeatureNet>("fb", nn::LayerOptions{DType::F32, Device::cpu(), &g});
+  rw.reward = flow::make_pixel_reward("brightness");
+  rw.gold = flow::make_pixel_reward("contrast");
+  flow::ImageSet test = flow::load_fashion_mnist(false, "", 32, 200);
+  flow::EvalOptions o;
+  o.per_prompt = 6, o.diversity_n = 4, o.sampling = base.sampling;
+  flow::EvalReference ref = flow::make_reference(base, *rw.fb, test, o);
+  nlohmann::json j = flow::evaluate_images(ref.base_images_a, rw, ref);
+  for (size_t c = 0; c < 10; ++c)
+    EXPECT_DOUBLE_EQ(j["fd_base_per_prompt"][c].get<double>(), j["fd_base_floor_per_prompt"][c].get<double>());
+  EXPECT_GT(j["fd_base_floor"].get<double>(), 0.0);
+  EXPECT_GT(j["fd_real_floor"].get<double>(), 0.0);
+  // rewards are the functions' means over all samples
+  NoGradGuard ng;
+  EXPECT_NEAR(j["reward"].get<double>(), ops::mean((*rw.reward)(ref.base_images_a)).item(), 1e-6);
+  EXPECT_NEAR(j["gold"].get<double>(), ops::mean((*rw.gold)(ref.base_images_a)).item(), 1e-6);
+  EXPECT_GE(j["fb_accuracy"].get<double>(), 0.0);
+  EXPECT_LE(j["fb_accuracy"].get<double>(), 1.0);
+  EXPECT_GT(j["diversity"].get<double>(), 0.0);
+  // another model is away from the base: above the floor on average
+  flow::FlowModel other = small_model(9);
+  Tensor imgs = flow::sample_images(other.velocity(), *other.prompts, flow::per_class_ids(6), o.sampling, o.seed);
+  EXPECT_GT(flow::evaluate_images(imgs, rw, ref)["fd_base"].get<double>(), j["fd_base_floor"].get<double>());
+  // too few real images for the floor
+  o.per_prompt = 20;
+  EXPECT_TRUE(throws_error([&] { flow::make_reference(base, *rw.fb, test, o); }, {"real test images"}));
+  EXPECT_TRUE(throws_error([&] { flow::evaluate_images(ops::narrow(imgs, 0, 0, 50), rw, ref); }, {"expected 60 images"}));
+}
+
+}  // namespace
+}  // namespace vgg::test
