@@ -1,0 +1,128 @@
+#include "vggflow/methods/common.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "autograd/engine.h"
+#include "autograd/grad_mode.h"
+#include "autograd/ops.h"
+#include "tensor/error.h"
+#include "tensor/factory.h"
+
+namespace vgg::flow::methods {
+
+std::vector<Tensor> Policy::lora_params() const {
+  std::vector<Tensor> out;
+  for (auto& [name, m] : nn::lora_modules(*model.net)) out.push_back(m->lora_A), out.push_back(m->lora_B);
+  return out;
+}
+
+Tensor per_sample(const Tensor& sigma, const Tensor& like) {
+  Shape s(static_cast<size_t>(like.dim()), 1);
+  s[0] = sigma.size(0);
+  return ops::reshape(ops::to(sigma, like.dtype()), s);
+}
+
+Tensor Policy::velocity(const Tensor& x, const Tensor& sigma, const Conditioning& cond, const Conditioning& uncond,
+                        bool sg_uncond, bool base) const {
+  const int64_t B = x.size(0);
+  VGG_CHECK(sigma.dim() == 1 && sigma.size(0) == B, "policy velocity: sigma ", describe(sigma), " for latents ",
+            describe(x));
+  if (base) nn::set_lora_enabled(*model.net, false);
+  struct Restore {
+    const Policy* p;
+    bool on;
+    ~Restore() {
+      if (on) nn::set_lora_enabled(*p->model.net, true);
+    }
+  } restore{this, base};
+  Tensor tau = ops::mul(ops::to(sigma, DType::F32), 1000.0);
+  if (guidance == 1.0) return model.net->forward(x, tau, cond.context, cond.pooled);
+  Tensor out = model.net->forward(ops::cat({x, x}, 0), ops::cat({tau, tau}, 0), ops::cat({uncond.context, cond.context}, 0),
+                                  ops::cat({uncond.pooled, cond.pooled}, 0));
+  Tensor uu = ops::narrow(out, 0, 0, B), uc = ops::narrow(out, 0, B, B);
+  if (sg_uncond) uu = uu.detach();
+  return ops::add(uu, ops::mul(ops::sub(uc, uu), guidance));
+}
+
+Policy make_policy(FlowModel model, int64_t rank, double guidance, uint64_t seed) {
+  VGG_CHECK(rank >= 1, "LoRA rank must be >= 1, got ", rank);
+  model.net->requires_grad_(false);
+  nn::LoRAConfig lc;
+  lc.rank = rank;
+  lc.alpha = static_cast<double>(rank);
+  lc.seed = seed;
+  // image-stream attention projections of every joint block (the context-stream add_* are not
+  // targeted, as in the official VGG-Flow code)
+  lc.targets = {"attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0"};
+  nn::attach_lora(*model.net, lc);
+  Policy p;
+  p.model = std::move(model);
+  p.guidance = guidance;
+  return p;
+}
+
+Tensor euler_steps(const Policy& p, Tensor x, const std::vector<float>& sigmas, int64_t i0, int64_t i1,
+                   const Conditioning& cond, const Conditioning& uncond) {
+  const int64_t B = x.size(0);
+  for (int64_t i = i0; i < i1; ++i) {
+    Tensor s = full({B}, sigmas[static_cast<size_t>(i)], opts(DType::F32));
+    Tensor u = p.velocity(x, s, cond, uncond, /*sg_uncond=*/false);
+    x = ops::add(x, ops::mul(u, static_cast<double>(sigmas[static_cast<size_t>(i + 1)] - sigmas[static_cast<size_t>(i)])));
+  }
+  return x;
+}
+
+Rollout sample_rollout(const Policy& p, int64_t batch, int64_t steps, double shift, Generator& gen) {
+  NoGradGuard ng;
+  Rollout r;
+  std::vector<int64_t> ids(static_cast<size_t>(batch)), empty(static_cast<size_t>(batch), p.model.prompts->empty_id());
+  Tensor u = rand({batch}, opts(DType::F64), &gen);
+  std::vector<double> uv = u.to_vector();
+  for (int64_t i = 0; i < batch; ++i) ids[static_cast<size_t>(i)] = std::min<int64_t>(9, static_cast<int64_t>(uv[static_cast<size_t>(i)] * 10));
+  r.ids = from_vector(ids, {batch});
+  r.cond = p.model.prompts->encode(r.ids);
+  r.uncond = p.model.prompts->encode(from_vector(empty, {batch}));
+  InferenceSchedule sched = inference_schedule(steps, shift);
+  r.sigmas.assign(sched.sigmas.begin(), sched.sigmas.end());
+  const int64_t hw = 32;
+  Tensor x = randn({batch, 1, hw, hw}, {}, &gen);
+  r.latents.push_back(x);
+  for (int64_t i = 0; i < steps; ++i) {
+    x = euler_steps(p, x, r.sigmas, i, i + 1, r.cond, r.uncond);
+    r.latents.push_back(x);
+  }
+  return r;
+}
+
+RewardGrad reward_gradient(const Reward& r, const Tensor& x) {
+  GradModeGuard eg(true);
+  Tensor xi = x.detach().requires_grad_(true);
+  Tensor v = r(xi);
+  std::vector<Tensor> g = grad({ops::sum(v)}, {xi});
+  return {g[0].detach(), v.detach()};
+}
+
+std::vector<double> per_sample_norms(const Tensor& g) {
+  NoGradGuard ng;
+  Tensor flat = ops::reshape(ops::to(g, DType::F64), {g.size(0), -1});
+  return ops::sqrt(ops::sum(ops::square(flat), {1})).to_vector();
+}
+
+double quantile(std::vector<double> v, double p) {
+  VGG_CHECK(!v.empty() && p >= 0 && p <= 1, "quantile: need values and p in [0, 1], got ", v.size(), " values, p = ", p);
+  std::sort(v.begin(), v.end());
+  const double pos = p * static_cast<double>(v.size() - 1);
+  const auto lo = static_cast<size_t>(std::floor(pos));
+  const size_t hi = std::min(lo + 1, v.size() - 1);
+  return v[lo] + (pos - static_cast<double>(lo)) * (v[hi] - v[lo]);
+}
+
+Tensor clip_per_sample(const Tensor& g, double threshold) {
+  VGG_CHECK(threshold >= 0, "clip_per_sample: threshold must be >= 0, got ", threshold);
+  std::vector<double> n = per_sample_norms(g), s(n.size());
+  for (size_t i = 0; i < n.size(); ++i) s[i] = n[i] > threshold ? threshold / n[i] : 1.0;
+  return ops::mul(g, per_sample(from_vector(s, {g.size(0)}, opts(DType::F64)), g));
+}
+
+}  // namespace vgg::flow::methods

@@ -1,0 +1,67 @@
+// Pieces shared by every alignment method (docs/methods.md): the fine-tuned policy (the base MMDiT
+// with LoRA adapters), classifier-free-guided velocities, on-policy Euler trajectories, reward
+// gradients and their per-sample clipping.
+//
+// Conventions: tensors live in SD3 variables (σ = 1 noise … 0 data, network output u = dx/dσ);
+// the paper's t = 1 − σ and v = −u. Each method's comment names the paper equation it implements.
+#pragma once
+#include <memory>
+#include <vector>
+
+#include "nn/lora.h"
+#include "vggflow/model.h"
+#include "vggflow/rewards.h"
+#include "vggflow/schedule.h"
+
+namespace vgg::flow::methods {
+
+// The fine-tuned model v_θ: the base network with LoRA adapters (θ = the adapters). With the
+// adapters disabled the same network is v_base, so the base costs no extra memory.
+struct Policy {
+  FlowModel model;       // net carries the adapters
+  double guidance = 4;   // CFG scale w of every velocity the methods use
+  std::vector<Tensor> lora_params() const;
+
+  // u^cfg = u(x, ∅) + w·(u(x, c) − u(x, ∅)) at σ [B], one batched forward [uncond ; cond].
+  // sg_uncond: the unconditional branch is stop-gradiented (θ learns through the conditional
+  // branch only, as the official VGG-Flow code does). base: adapters off (v_base).
+  Tensor velocity(const Tensor& x, const Tensor& sigma, const Conditioning& cond, const Conditioning& uncond,
+                  bool sg_uncond = true, bool base = false) const;
+};
+
+// Attaches rank-r LoRA (alpha = r, Gaussian A, B = 0) to the image-stream attention projections
+// to_q, to_k, to_v, to_out.0 and freezes everything else; returns the policy.
+Policy make_policy(FlowModel model, int64_t rank, double guidance, uint64_t seed);
+
+// One batch of on-policy trajectories from the current policy (no graph): latents x_0 … x_N
+// ([B, 1, H, W] each, x_0 the noise), σ_0 … σ_N, the prompt ids and their conditioning.
+struct Rollout {
+  std::vector<Tensor> latents;
+  std::vector<float> sigmas;
+  Tensor ids;
+  Conditioning cond, uncond;
+};
+Rollout sample_rollout(const Policy& p, int64_t batch, int64_t steps, double shift, Generator& gen);
+
+// Euler steps i0 … i1−1 of the schedule from x (graph kept when grad mode is on).
+Tensor euler_steps(const Policy& p, Tensor x, const std::vector<float>& sigmas, int64_t i0, int64_t i1,
+                   const Conditioning& cond, const Conditioning& uncond);
+
+// ∇ₓ r(x) per sample (detached, same shape as x) and r(x) [B].
+struct RewardGrad {
+  Tensor grad, value;
+};
+RewardGrad reward_gradient(const Reward& r, const Tensor& x);
+
+// Per-sample L2 norms of a [B, ...] tensor (f64 values).
+std::vector<double> per_sample_norms(const Tensor& g);
+// The p-quantile (0..1, linear interpolation, as numpy's default) of values.
+double quantile(std::vector<double> values, double p);
+// Rescales each sample to norm min(‖g_i‖, threshold) (paper §5.1: clipped at the batch's 80th
+// percentile of norms).
+Tensor clip_per_sample(const Tensor& g, double threshold);
+
+// σ per sample as a [B, 1, 1, 1] tensor for broadcasting.
+Tensor per_sample(const Tensor& sigma, const Tensor& like);
+
+}  // namespace vgg::flow::methods

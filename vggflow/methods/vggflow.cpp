@@ -1,0 +1,252 @@
+#include "vggflow/methods/vggflow.h"
+
+#include <cmath>
+
+#include "autograd/grad_mode.h"
+#include "autograd/ops.h"
+#include "nn/layers.h"
+#include "tensor/error.h"
+#include "tensor/factory.h"
+
+namespace vgg::flow::methods {
+
+Eta parse_eta(const std::string& s) {
+  if (s == "t2" || s == "quad") return Eta::Quadratic;
+  if (s == "t" || s == "linear") return Eta::Linear;
+  if (s == "1" || s == "constant") return Eta::Constant;
+  VGG_FAIL("unknown eta schedule '", s, "' (t2, t or 1)");
+}
+
+Tensor eta_weight(Eta e, const Tensor& sigma, const Tensor& like) {
+  Tensor t = ops::sub(ones(sigma.shape(), opts(DType::F64)), ops::to(sigma, DType::F64));
+  Tensor w = e == Eta::Quadratic ? ops::square(t) : e == Eta::Linear ? t : ones(sigma.shape(), opts(DType::F64));
+  return per_sample(w, like);
+}
+
+// ---------------------------------------------------------------------------------------------
+// ν_φ
+
+ValueNet::ValueNet(const std::string& kind, const FlowModel& base, double beta, bool prompt_free, uint64_t seed)
+    : kind_(kind), beta_(beta), prompt_free_(prompt_free) {
+  VGG_CHECK(beta > 0, "value net: beta must be > 0, got ", beta);
+  Generator g(seed, 77);
+  nn::LayerOptions o{DType::F32, Device::cpu(), &g};
+  if (kind == "small") {
+    nn::MMDiTConfig c = base.cfg;
+    c.num_layers = 2;
+    c.num_attention_heads = 2;
+    c.attention_head_dim = 32;
+    c.caption_projection_dim = 64;
+    c.qk_norm = false;
+    c.dual_attention_layers.clear();
+    net_ = std::make_shared<nn::MMDiT>(c, o);
+    for (auto& [n, t] : net_->named_parameters()) {
+      if (n == "proj_out.weight") {
+        NoGradGuard ng;
+        ops::mul_(t, 1e-3);
+      }
+      params_.push_back(t);
+      names_.push_back(n);
+    }
+  } else if (kind == "lora") {
+    net_ = std::make_shared<nn::MMDiT>(base.cfg, o);
+    net_->load_state_dict(base.net->state_dict());
+    net_->requires_grad_(false);
+    nn::LoRAConfig lc;
+    lc.rank = 8, lc.alpha = 8, lc.seed = seed + 1;
+    nn::attach_lora(*net_, lc);
+    for (auto& [n, m] : nn::lora_modules(*net_)) {
+      params_.push_back(m->lora_A), names_.push_back(n + ".lora_A.weight");
+      params_.push_back(m->lora_B), names_.push_back(n + ".lora_B.weight");
+    }
+    for (auto& [n, t] : net_->named_parameters())
+      if (n == "proj_out.weight") {
+        NoGradGuard ng;
+        ops::mul_(t, 1e-5);
+        t.requires_grad_(true);
+        params_.push_back(t), names_.push_back(n);
+      }
+  } else {
+    VGG_FAIL("unknown value net '", kind, "' (small or lora)");
+  }
+}
+
+Tensor ValueNet::nu(const Tensor& x, const Tensor& sigma, const Conditioning& cond, const Conditioning& uncond) const {
+  const Conditioning& c = prompt_free_ ? uncond : cond;
+  Tensor out = net_->forward(x, ops::mul(ops::to(sigma, DType::F32), 1000.0), c.context, c.pooled);
+  return ops::mul(out, 1.0 / beta_);
+}
+
+nn::NamedTensors ValueNet::state() const {
+  nn::NamedTensors sd;
+  if (kind_ == "small") return net_->state_dict();
+  for (size_t i = 0; i < params_.size(); ++i) sd.emplace_back(names_[i], params_[i]);
+  return sd;
+}
+
+void ValueNet::load_state(const nn::NamedTensors& sd) {
+  if (kind_ == "small") {
+    net_->load_state_dict(sd);
+    return;
+  }
+  VGG_CHECK(sd.size() == params_.size(), "value net state: expected ", params_.size(), " tensors, got ", sd.size());
+  for (size_t i = 0; i < params_.size(); ++i) {
+    VGG_CHECK(sd[i].first == names_[i] && sd[i].second.shape() == params_[i].shape(), "value net state: tensor ", i,
+              " is ", sd[i].first, " ", describe(sd[i].second), ", expected ", names_[i], " ", describe(params_[i]));
+    NoGradGuard ng;
+    ops::copy_(params_[i], sd[i].second);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// the equations
+
+Tensor forward_looking_x1(const Tensor& x, const Tensor& sigma, const Tensor& u) {
+  return ops::sub(x, ops::mul(per_sample(sigma, x), u.detach()));
+}
+
+Tensor value_gradient(const Tensor& reward_grad, const Tensor& nu, const Tensor& eta) {
+  return ops::add(ops::neg(ops::mul(ops::to(eta, nu.dtype()), ops::to(reward_grad.detach(), nu.dtype()))), nu);
+}
+
+Tensor matching_loss(const Tensor& u_theta, const Tensor& u_base, const Tensor& g, double beta) {
+  Tensor target = ops::add(u_base.detach(), ops::mul(g.detach(), beta));
+  return ops::mean(ops::square(ops::sub(u_theta, target)));
+}
+
+namespace {
+
+// Per-sample step h_i = eps / max(rms(d_i), 1) as [B, 1, ..., 1]: a relative step for large
+// directions, eps otherwise.
+Tensor fd_step(const Tensor& d, double eps) {
+  NoGradGuard ng;
+  Tensor flat = ops::reshape(ops::to(d, DType::F64), {d.size(0), -1});
+  Tensor rms = ops::sqrt(ops::mean(ops::square(flat), {1}));
+  Tensor h = ops::div(full({d.size(0)}, eps, opts(DType::F64)), ops::maximum(rms, ones({d.size(0)}, opts(DType::F64))));
+  return per_sample(h, d);
+}
+
+}  // namespace
+
+Tensor consistency_residual(const Field& g, const Field& u_base, const Tensor& x, const Tensor& sigma,
+                            const VGGFlowOptions& o) {
+  return consistency_residual_with_g(g, u_base, x, sigma, o, nullptr);
+}
+
+Tensor consistency_residual_with_g(const Field& g, const Field& u_base, const Tensor& x, const Tensor& sigma,
+                                   const VGGFlowOptions& o, Tensor* g_at_x) {
+  VGG_CHECK(o.fd_eps > 0, "consistency: the finite-difference step must be > 0, got ", o.fd_eps);
+  const double eps = o.fd_eps;
+  Tensor g0 = g(x, sigma);
+  if (g_at_x) *g_at_x = g0;
+  Tensor sig64 = ops::to(sigma, DType::F64);
+  auto shifted_sigma = [&](double dt) { return ops::to(ops::add(sig64, -dt), sigma.dtype()); };  // t + dt
+  // (43) ∂_t g, t = 1 − σ
+  Tensor dg_dt = o.central ? ops::mul(ops::sub(g(x, shifted_sigma(eps)), g(x, shifted_sigma(-eps))), 1.0 / (2 * eps))
+                           : ops::mul(ops::sub(g(x, shifted_sigma(eps)), g0), 1.0 / eps);
+  if (o.fd_time_scale != 1.0) dg_dt = ops::mul(dg_dt, o.fd_time_scale);
+  // (44) [∇g]·w with w = sg[v_base − β g] = sg[−u_base − β g]
+  Tensor ub0;
+  {
+    NoGradGuard ng;
+    ub0 = u_base(x, sigma);
+  }
+  Tensor w = ops::sub(ops::neg(ub0), ops::mul(g0.detach(), o.beta)).detach();
+  Tensor h = fd_step(w, eps);
+  Tensor hw = ops::mul(ops::to(h, w.dtype()), w);
+  Tensor jg_w = o.central ? ops::div(ops::sub(g(ops::add(x, hw), sigma), g(ops::sub(x, hw), sigma)), ops::mul(ops::to(h, x.dtype()), 2.0))
+                          : ops::div(ops::sub(g(ops::add(x, hw), sigma), g0), ops::to(h, x.dtype()));
+  // (45) [∇v_base]·g along sg[g] (paper) or g (code), v_base = −u_base
+  Tensor dir = o.base_direction_grad ? g0 : g0.detach();
+  Tensor h2 = ops::to(fd_step(g0.detach(), eps), x.dtype());
+  Tensor jv_g;
+  {
+    GradModeGuard gm(o.base_direction_grad && grad_enabled());
+    Tensor hd = ops::mul(h2, dir);
+    Tensor plus = u_base(ops::add(x, hd), sigma);
+    Tensor minus = o.central ? u_base(ops::sub(x, hd), sigma) : ub0;
+    jv_g = ops::neg(ops::div(ops::sub(plus, minus), o.central ? ops::mul(h2, 2.0) : h2));
+  }
+  return ops::add(ops::add(dg_dt, jg_w), jv_g);
+}
+
+Tensor boundary_loss(const Tensor& nu_at_x1) { return ops::mean(ops::square(nu_at_x1)); }
+
+std::vector<int64_t> subsample_transitions(int64_t steps, int64_t bins, Generator& gen) {
+  VGG_CHECK(steps >= 1 && bins >= 1 && bins <= steps, "transition subsampling: need 1 <= bins (", bins,
+            ") <= steps (", steps, ")");
+  std::vector<double> u = rand({bins}, opts(DType::F64), &gen).to_vector();
+  std::vector<int64_t> idx;
+  for (int64_t b = 0; b < bins; ++b) {
+    const int64_t lo = b * steps / bins, hi = (b + 1) * steps / bins;  // [lo, hi)
+    idx.push_back(std::min(hi - 1, lo + static_cast<int64_t>(u[static_cast<size_t>(b)] * static_cast<double>(hi - lo))));
+  }
+  idx.push_back(steps - 1);
+  return idx;
+}
+
+Tensor vggflow_loss(const Policy& p, const ValueNet& value, const Reward& reward, const Rollout& r,
+                    const VGGFlowOptions& o, Generator& gen, VGGFlowStats* stats) {
+  const int64_t B = r.latents[0].size(0), N = static_cast<int64_t>(r.sigmas.size()) - 1;
+  std::vector<std::vector<int64_t>> idx;
+  for (int64_t i = 0; i < B; ++i) idx.push_back(subsample_transitions(N, o.bins, gen));
+  const size_t slots = idx[0].size();
+  VGGFlowStats st;
+  std::vector<double> all_norms;
+  Tensor total;
+  for (size_t j = 0; j < slots; ++j) {
+    std::vector<Tensor> xs;
+    std::vector<float> sg;
+    for (int64_t i = 0; i < B; ++i) {
+      const int64_t k = idx[static_cast<size_t>(i)][j];
+      xs.push_back(ops::narrow(r.latents[static_cast<size_t>(k)], 0, i, 1));
+      sg.push_back(r.sigmas[static_cast<size_t>(k)]);
+    }
+    Tensor x = ops::cat(xs, 0).detach(), sigma = from_vector(sg, {B}, opts(DType::F32));
+    // the policy at the transition, with the graph to θ (matching loss)
+    Tensor u_theta = p.velocity(x, sigma, r.cond, r.uncond, /*sg_uncond=*/true);
+    RewardGrad rg0 = reward_gradient(reward, forward_looking_x1(x, sigma, u_theta));
+    std::vector<double> norms = per_sample_norms(rg0.grad);
+    all_norms.insert(all_norms.end(), norms.begin(), norms.end());
+    const double thr = o.clip_fixed > 0 ? o.clip_fixed : quantile(norms, o.clip_quantile);
+    st.clip_threshold += thr / static_cast<double>(slots);
+    st.reward_x1hat += ops::mean(rg0.value).item() / static_cast<double>(slots);
+    // g_φ(x', σ') of eq. 16 at any point: the forward-looking term from a no-graph policy pass
+    Field gfield = [&](const Tensor& xp, const Tensor& sp) {
+      Tensor up;
+      {
+        NoGradGuard ng;
+        up = p.velocity(xp, sp, r.cond, r.uncond);
+      }
+      RewardGrad rg = reward_gradient(reward, forward_looking_x1(xp, sp, up));
+      return value_gradient(clip_per_sample(rg.grad, thr), value.nu(xp, sp, r.cond, r.uncond), eta_weight(o.eta, sp, xp));
+    };
+    Field ubase = [&](const Tensor& xp, const Tensor& sp) { return p.velocity(xp, sp, r.cond, r.uncond, true, true); };
+    Tensor g0;
+    Tensor res = consistency_residual_with_g(gfield, ubase, x, sigma, o, &g0);
+    Tensor ub;
+    {
+      NoGradGuard ng;
+      ub = ubase(x, sigma);
+    }
+    Tensor lm = matching_loss(u_theta, ub, g0, o.beta), lc = ops::mean(ops::square(res));
+    st.matching += lm.item() / static_cast<double>(slots);
+    st.consistency += lc.item() / static_cast<double>(slots);
+    Tensor l = ops::add(lm, lc);
+    total = total.defined() ? ops::add(total, l) : l;
+  }
+  total = ops::mul(total, 1.0 / static_cast<double>(slots));
+  // eq. 13 at the trajectory's end x₁ (σ = 0)
+  Tensor lb = boundary_loss(value.nu(r.latents.back(), zeros({B}, opts(DType::F32)), r.cond, r.uncond));
+  st.boundary = lb.item();
+  total = ops::add(total, ops::mul(lb, o.alpha));
+  double s = 0;
+  st.grad_norm_max = 0;
+  for (double n : all_norms) s += n, st.grad_norm_max = std::max(st.grad_norm_max, n);
+  st.grad_norm_mean = s / static_cast<double>(all_norms.size());
+  st.grad_norm_p80 = quantile(all_norms, 0.8);
+  if (stats) *stats = st;
+  return total;
+}
+
+}  // namespace vgg::flow::methods
