@@ -1,0 +1,359 @@
+// vgg_train — aligns the shipped flow model to a reward: VGG-Flow (default), ReFL or DRaFT, with
+// the same sampler, budget and logging (docs/methods.md).
+//
+//   vgg_train                                   the default job (VGG-Flow, aesthetic reward)
+//   vgg_train --method refl --reward classifier:bag --steps 100 --out runs/refl
+//   vgg_train --out runs/vgg --resume           continue a run from its checkpoint
+//
+// Every setting is a flag and a key of a JSON --config file (flags win); the resolved settings
+// are written to OUT/config.json. OUT also gets metrics.jsonl (one line per update, plus an
+// "eval" line every --eval-every updates), samples/step_NNNNNN.png (one row per class prompt,
+// fixed seeds), and checkpoint/ (LoRA, value net, optimizer state, state.json) replaced
+// atomically. Every update draws from Generator(seed, 5000 + step), so a resumed run repeats
+// the uninterrupted one.
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "autograd/engine.h"
+#include "nn/io.h"
+#include "nn/optim.h"
+#include "tools/cli.h"
+#include "vggflow/evaluate.h"
+#include "vggflow/image.h"
+#include "vggflow/methods/baselines.h"
+#include "vggflow/methods/vggflow.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using namespace vgg;
+namespace m = vgg::flow::methods;
+
+namespace {
+
+// One setting: its JSON key, default and allowed range; the flag is "--" + key with '_' -> '-'.
+struct Spec {
+  const char* key;
+  json def;
+  double lo, hi;  // numbers only
+  const char* help;
+};
+
+// The CPU default (2 cores, <= 10 minutes); --preset paper gives the paper's budget.
+const std::vector<Spec>& specs() {
+  static const std::vector<Spec> s = {
+      {"method", "vggflow", 0, 0, "vggflow | refl | draft"},
+      {"reward", "aesthetic", 0, 0, "aesthetic | classifier[:CLASS] | brightness | contrast | symmetry"},
+      {"steps", 60, 1, 1e6, "updates"},
+      {"batch", 8, 1, 4096, "trajectories per update"},
+      {"beta", 50.0, 1e-9, 1e12, "VGG-Flow inverse temperature beta = 1/lambda"},
+      {"alpha", 1e4, 0, 1e12, "VGG-Flow boundary-loss weight"},
+      {"eta", "t2", 0, 0, "VGG-Flow eta_t: t2 | t | 1"},
+      {"value_net", "small", 0, 0, "VGG-Flow nu_phi: small (paper) | lora (official code)"},
+      {"value_prompt_free", false, 0, 0, "nu_phi sees the empty prompt (official code) instead of the prompt"},
+      {"fd", "central", 0, 0, "finite differences: central (paper) | onesided (official code)"},
+      {"fd_eps", 1e-3, 1e-9, 1.0, "finite-difference step"},
+      {"fd_time_scale", 1.0, 0, 1e6, "factor on the time derivative (official code: 0.001)"},
+      {"base_direction_grad", false, 0, 0, "phi also learns through eq. 45's direction (official code)"},
+      {"clip_quantile", 0.8, 0, 1, "reward-gradient clip at this batch quantile"},
+      {"clip_fixed", 0.0, 0, 1e12, "> 0: fixed reward-gradient clip norm instead (official code's effective 1)"},
+      {"bins", 2, 1, 1000, "VGG-Flow transitions: one per bin plus the last step (paper: 5)"},
+      {"lr", 5e-4, 0, 1, "learning rate of theta (paper: 5e-4 VGG-Flow, 1e-4 baselines)"},
+      {"lr_value", 5e-4, 0, 1, "learning rate of phi"},
+      {"weight_decay", 1e-2, 0, 1, "AdamW weight decay"},
+      {"max_grad_norm", 1.0, 0, 1e6, "gradient clipping, per group (0 = off)"},
+      {"rank", 8, 1, 512, "LoRA rank (alpha = rank) on the attention projections"},
+      {"guidance", 4.0, 0, 100, "CFG scale of every velocity"},
+      {"sample_steps", 20, 2, 1000, "Euler steps"},
+      {"refl_relu", true, 0, 0, "ReFL/DRaFT maximise ReLU(r) (paper) instead of r"},
+      {"draft_k", 1, 1, 1000, "DRaFT-K: steps with a graph"},
+      {"draft_lv", 0, 0, 64, "> 0: DRaFT-LV with this many re-noised copies instead of DRaFT-K"},
+      {"seed", 0, 0, 9e15, "seed of every random draw"},
+      {"eval_every", 20, 0, 1e6, "diversity/FD evaluation interval (0 = start and end only)"},
+      {"eval_per_prompt", 16, 16, 1e5, "samples per prompt in the evaluation"},
+      {"sample_every", 20, 0, 1e6, "sample-grid interval (0 = start and end only)"},
+      {"ckpt_every", 20, 1, 1e6, "checkpoint interval (always at the end)"},
+      {"base", "", 0, 0, "base model folder (default: models/base)"},
+      {"models", "", 0, 0, "networks and probes (default: models/)"},
+      {"device", "cpu", 0, 0, "cpu (the CUDA backend is not built into vgg_train yet)"},
+  };
+  return s;
+}
+
+std::string flag_of(const std::string& key) {
+  std::string f = "--" + key;
+  for (char& c : f)
+    if (c == '_') c = '-';
+  return f;
+}
+
+// defaults <- config file <- flags, each value checked against its spec
+json resolve(const cli::Flags& f) {
+  json j;
+  for (const Spec& s : specs()) j[s.key] = s.def;
+  if (f.has("--config")) {
+    const std::string path = f.str("--config", "");
+    std::ifstream in(path);
+    if (!in) throw cli::UsageError("cannot open --config " + path);
+    json c;
+    try {
+      c = json::parse(in);
+    } catch (const std::exception& e) {
+      throw cli::UsageError(path + ": invalid JSON (" + e.what() + ")");
+    }
+    if (!c.is_object()) throw cli::UsageError(path + ": the config must be a JSON object");
+    for (auto& [k, v] : c.items()) {
+      if (!j.contains(k)) throw cli::UsageError(path + ": unknown setting '" + k + "'");
+      const json& d = j[k];
+      const bool ok = (d.is_string() && v.is_string()) || (d.is_boolean() && v.is_boolean()) ||
+                      (d.is_number_integer() && v.is_number_integer()) || (d.is_number_float() && v.is_number());
+      if (!ok) throw cli::UsageError(path + ": '" + k + "' must be a " + d.type_name() + ", got " + v.dump());
+      j[k] = v;
+    }
+  }
+  for (const Spec& s : specs()) {
+    const std::string fl = flag_of(s.key);
+    json& v = j[s.key];
+    if (s.def.is_boolean()) {
+      if (f.has(fl)) {
+        const std::string b = f.str(fl, "");
+        if (b != "true" && b != "false") throw cli::UsageError(fl + " must be true or false, got '" + b + "'");
+        v = b == "true";
+      }
+    } else if (s.def.is_string()) {
+      if (f.has(fl)) v = f.str(fl, "");
+    } else if (s.def.is_number_integer()) {
+      if (f.has(fl)) v = f.integer(fl, 0, static_cast<int64_t>(s.lo), static_cast<int64_t>(s.hi));
+      const auto x = v.get<int64_t>();
+      if (x < s.lo || x > s.hi) throw cli::UsageError(std::string(s.key) + " must be in [" + std::to_string(static_cast<int64_t>(s.lo)) + ", " + std::to_string(static_cast<int64_t>(s.hi)) + "], got " + std::to_string(x));
+    } else {
+      if (f.has(fl)) v = f.real(fl, 0, s.lo, s.hi);
+      const double x = v.get<double>();
+      if (!(x >= s.lo && x <= s.hi)) throw cli::UsageError(std::string(s.key) + " is out of range: " + v.dump());
+    }
+  }
+  const std::string method = j["method"];
+  if (method != "vggflow" && method != "refl" && method != "draft")
+    throw cli::UsageError("--method must be vggflow, refl or draft, got '" + method + "'");
+  if (j["fd"] != "central" && j["fd"] != "onesided") throw cli::UsageError("--fd must be central or onesided");
+  if (j["value_net"] != "small" && j["value_net"] != "lora") throw cli::UsageError("--value-net must be small or lora");
+  m::parse_eta(j["eta"]);  // throws naming the value
+  if (j["device"] != "cpu") {
+    if (j["device"] == "cuda") throw cli::UsageError("--device cuda: vgg_train runs on the CPU only so far");
+    throw cli::UsageError("--device must be cpu, got '" + j["device"].get<std::string>() + "'");
+  }
+  if (j["bins"].get<int64_t>() > j["sample_steps"].get<int64_t>())
+    throw cli::UsageError("--bins must not exceed --sample-steps");
+  if (j["draft_k"].get<int64_t>() > j["sample_steps"].get<int64_t>())
+    throw cli::UsageError("--draft-k must not exceed --sample-steps");
+  return j;
+}
+
+void write_atomic(const fs::path& p, const std::string& text) {
+  fs::path tmp = p;
+  tmp += ".tmp";
+  {
+    std::ofstream o(tmp);
+    o << text;
+    if (!o) throw std::runtime_error("cannot write " + tmp.string());
+  }
+  fs::rename(tmp, p);
+}
+
+std::string hms(double seconds) {
+  char b[32];
+  const auto s = static_cast<int64_t>(seconds + 0.5);
+  std::snprintf(b, sizeof b, "%lld:%02lld:%02lld", static_cast<long long>(s / 3600), static_cast<long long>(s / 60 % 60),
+                static_cast<long long>(s % 60));
+  return b;
+}
+
+double mean_reward(const flow::Reward& r, const Tensor& x) {
+  NoGradGuard ng;
+  return ops::mean(r(x)).item();
+}
+
+int run(int argc, char** argv) {
+  std::set<std::string> value_flags = {"--config", "--out"};
+  for (const Spec& s : specs()) value_flags.insert(flag_of(s.key));
+  cli::Flags f(argc, argv, value_flags, {"--resume", "--help"});
+  if (f.has("--help")) {
+    std::printf("usage: vgg_train [--config FILE.json] [--out DIR (runs/train)] [--resume] [--SETTING VALUE ...]\n"
+                "settings (JSON key = flag without '--', '-' as '_'; flags override the config file):\n");
+    for (const Spec& s : specs())
+      std::printf("  %-24s %-12s %s\n", flag_of(s.key).c_str(), s.def.dump().c_str(), s.help);
+    return 0;
+  }
+  if (!f.positional().empty()) throw cli::UsageError("unexpected argument '" + f.positional()[0] + "' (see --help)");
+  const fs::path out = f.str("--out", "runs/train");
+  const bool resume = f.has("--resume");
+  json cfg;
+  if (resume) {
+    for (const Spec& s : specs())
+      if (f.has(flag_of(s.key)) && std::string(s.key) != "steps")
+        throw cli::UsageError(flag_of(s.key) + " cannot change on --resume (only --steps can)");
+    if (f.has("--config")) throw cli::UsageError("--config cannot be given with --resume (the run has its own)");
+    if (!fs::exists(out / "checkpoint" / "state.json")) throw std::runtime_error("--resume: no checkpoint in " + out.string());
+    std::ifstream in(out / "config.json");
+    cfg = json::parse(in);
+    if (f.has("--steps")) cfg["steps"] = f.integer("--steps", 0, 1, 1000000);
+  } else {
+    cfg = resolve(f);
+    if (fs::exists(out / "checkpoint") || fs::exists(out / "metrics.jsonl"))
+      throw std::runtime_error(out.string() + " already holds a run (use --resume, or another --out)");
+  }
+  const std::string method = cfg["method"], reward_name = cfg["reward"];
+  const int64_t steps = cfg["steps"], batch = cfg["batch"], nsteps = cfg["sample_steps"];
+  const auto seed = cfg["seed"].get<uint64_t>();
+  const std::string models = cfg["models"].get<std::string>().empty() ? flow::default_models_dir() : cfg["models"].get<std::string>();
+  const std::string base_dir = cfg["base"].get<std::string>().empty() ? models + "/base" : cfg["base"].get<std::string>();
+
+  flow::RewardPair rw = flow::make_rewards(reward_name, models);
+  m::Policy pol = m::make_policy(flow::load_flow_model(base_dir), cfg["rank"], cfg["guidance"], seed + 11);
+  const double shift = pol.model.sampling.shift;
+  flow::FlowModel frozen = flow::load_flow_model(base_dir);  // the base, for the FD reference
+  std::unique_ptr<m::ValueNet> value;
+  m::VGGFlowOptions vo;
+  if (method == "vggflow") {
+    value = std::make_unique<m::ValueNet>(cfg["value_net"], pol.model, cfg["beta"], cfg["value_prompt_free"], seed + 12);
+    vo.beta = cfg["beta"], vo.alpha = cfg["alpha"], vo.eta = m::parse_eta(cfg["eta"]);
+    vo.fd_eps = cfg["fd_eps"], vo.central = cfg["fd"] == "central", vo.fd_time_scale = cfg["fd_time_scale"];
+    vo.base_direction_grad = cfg["base_direction_grad"], vo.clip_quantile = cfg["clip_quantile"];
+    vo.clip_fixed = cfg["clip_fixed"], vo.bins = cfg["bins"];
+  }
+  std::vector<nn::ParamGroup> groups(1);
+  groups[0].name = "theta";
+  groups[0].params = pol.lora_params();
+  groups[0].lr = cfg["lr"], groups[0].weight_decay = cfg["weight_decay"], groups[0].max_grad_norm = cfg["max_grad_norm"];
+  if (value) {
+    nn::ParamGroup g;
+    g.name = "phi";
+    g.params = value->parameters();
+    g.param_names = value->parameter_names();
+    g.lr = cfg["lr_value"], g.weight_decay = cfg["weight_decay"], g.max_grad_norm = cfg["max_grad_norm"];
+    groups.push_back(g);
+  }
+  nn::AdamW opt(groups);
+
+  int64_t step = 0;
+  fs::create_directories(out / "samples");
+  if (resume) {
+    std::ifstream in(out / "checkpoint" / "state.json");
+    step = json::parse(in)["step"].get<int64_t>();
+    nn::load_lora((out / "checkpoint" / "lora.safetensors").string(), *pol.model.net);
+    if (value) value->load_state(nn::load_tensors((out / "checkpoint" / "value.safetensors").string()));
+    opt.load_state_dict(nn::load_tensors((out / "checkpoint" / "optimizer.safetensors").string()));
+  } else {
+    std::ofstream(out / "metrics.jsonl", std::ios::trunc);
+  }
+  write_atomic(out / "config.json", cfg.dump(2) + "\n");
+  std::ofstream metrics(out / "metrics.jsonl", std::ios::app);
+
+  // the evaluation reference: base samples and real images, computed once
+  flow::EvalOptions eo;
+  eo.per_prompt = cfg["eval_per_prompt"];
+  eo.sampling = {nsteps, shift, cfg["guidance"].get<double>()};
+  eo.seed = 1234;
+  flow::ImageSet test = flow::load_fashion_mnist(false, "", 32);
+  std::fprintf(stderr, "vgg_train: %s, reward %s, %lld updates of %lld trajectories -> %s\n", method.c_str(),
+               reward_name.c_str(), static_cast<long long>(steps), static_cast<long long>(batch), out.string().c_str());
+  std::fprintf(stderr, "vgg_train: computing the evaluation reference (%lld base samples per prompt, twice)...\n",
+               static_cast<long long>(eo.per_prompt));
+  flow::EvalReference ref = flow::make_reference(frozen, *rw.fb, test, eo);
+  auto evaluate = [&](int64_t at) {
+    Tensor imgs = flow::sample_images(pol.model.velocity(), *pol.model.prompts, flow::per_class_ids(eo.per_prompt),
+                                      eo.sampling, eo.seed);
+    json e = flow::evaluate_images(imgs, rw, ref);
+    metrics << json{{"step", at}, {"eval", e}}.dump() << "\n" << std::flush;
+    return e;
+  };
+  auto grid = [&](int64_t at) {
+    char name[64];
+    std::snprintf(name, sizeof name, "step_%06lld.png", static_cast<long long>(at));
+    std::vector<int64_t> ids;
+    for (int64_t c = 0; c < 10; ++c)
+      for (int k = 0; k < 6; ++k) ids.push_back(c);
+    Tensor img = flow::sample_images(pol.model.velocity(), *pol.model.prompts, ids, eo.sampling, seed + 99);
+    flow::write_png((out / "samples" / name).string(), flow::make_grid(img, 6));
+  };
+  auto checkpoint = [&](int64_t at) {
+    fs::path tmp = out / "checkpoint.tmp", fin = out / "checkpoint", old = out / "checkpoint.old";
+    fs::remove_all(tmp);
+    fs::create_directories(tmp);
+    nn::save_lora((tmp / "lora.safetensors").string(), *pol.model.net);
+    if (value) nn::save_tensors((tmp / "value.safetensors").string(), value->state());
+    nn::save_tensors((tmp / "optimizer.safetensors").string(), opt.state_dict());
+    write_atomic(tmp / "state.json", json{{"step", at}, {"rng", "Generator(seed, 5000 + step) per update"}}.dump(2) + "\n");
+    fs::remove_all(old);
+    if (fs::exists(fin)) fs::rename(fin, old);
+    fs::rename(tmp, fin);
+    fs::remove_all(old);
+  };
+  if (step == 0) {
+    json e = evaluate(0);
+    grid(0);
+    std::fprintf(stderr, "vgg_train: step 0: reward %.4f gold %.4f diversity %.4f FD-to-base %.3f (floor %.3f)\n",
+                 e["reward"].get<double>(), e["gold"].get<double>(), e["diversity"].get<double>(),
+                 e["fd_base"].get<double>(), e["fd_base_floor"].get<double>());
+  }
+  const bool relu = cfg["refl_relu"];
+  const auto t0 = std::chrono::steady_clock::now();
+  const int64_t first = step;
+  while (step < steps) {
+    Generator gen(seed, 5000 + static_cast<uint64_t>(step));
+    json line{{"step", step + 1}};
+    Tensor loss;
+    if (method == "vggflow") {
+      m::Rollout r = m::sample_rollout(pol, batch, nsteps, shift, gen);
+      m::VGGFlowStats st;
+      loss = m::vggflow_loss(pol, *value, *rw.reward, r, vo, gen, &st);
+      Tensor x1 = ops::clamp(r.latents.back(), -1.0, 1.0);
+      line["reward"] = mean_reward(*rw.reward, x1), line["gold"] = mean_reward(*rw.gold, x1);
+      line["loss_matching"] = st.matching, line["loss_consistency"] = st.consistency, line["loss_boundary"] = st.boundary;
+      line["reward_grad_norm_mean"] = st.grad_norm_mean, line["reward_grad_norm_max"] = st.grad_norm_max;
+      line["reward_grad_norm_p80"] = st.grad_norm_p80, line["reward_grad_clip"] = st.clip_threshold;
+      line["reward_x1hat"] = st.reward_x1hat;
+    } else {
+      m::BaselineStats st;
+      const int64_t lv = cfg["draft_lv"];
+      loss = method == "refl" ? m::refl_loss(pol, *rw.reward, batch, nsteps, shift, relu, gen, &st)
+             : lv > 0         ? m::draft_lv_loss(pol, *rw.reward, batch, nsteps, shift, lv, relu, gen, &st)
+                              : m::draft_loss(pol, *rw.reward, batch, nsteps, shift, cfg["draft_k"], relu, gen, &st);
+      line["reward"] = st.reward, line["graph_step"] = st.step;
+    }
+    line["loss"] = loss.item();
+    if (!std::isfinite(loss.item())) throw std::runtime_error("loss is not finite at update " + std::to_string(step + 1));
+    opt.zero_grad();
+    backward(loss);
+    nn::StepStats ss = opt.step();
+    for (auto& g : ss.groups) line["grad_norm_" + g.name] = g.grad_norm;
+    ++step;
+    const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double per = el / static_cast<double>(step - first);
+    line["sec_per_update"] = per;
+    metrics << line.dump() << "\n" << std::flush;
+    std::fprintf(stderr, "\r[%lld/%lld] reward %.4f  loss %.4g  %.1f s/update  ETA %s   ", static_cast<long long>(step),
+                 static_cast<long long>(steps), line["reward"].get<double>(), loss.item(), per,
+                 hms(per * static_cast<double>(steps - step)).c_str());
+    const int64_t ev = cfg["eval_every"], se = cfg["sample_every"], ce = cfg["ckpt_every"];
+    if ((ev > 0 && step % ev == 0) || step == steps) {
+      json e = evaluate(step);
+      std::fprintf(stderr, "\n[%lld] eval: reward %.4f gold %.4f diversity %.4f FD-to-base %.3f (floor %.3f) FD-real %.3f\n",
+                   static_cast<long long>(step), e["reward"].get<double>(), e["gold"].get<double>(),
+                   e["diversity"].get<double>(), e["fd_base"].get<double>(), e["fd_base_floor"].get<double>(),
+                   e["fd_real"].get<double>());
+    }
+    if ((se > 0 && step % se == 0) || step == steps) grid(step);
+    if (step % ce == 0 || step == steps) checkpoint(step);
+  }
+  std::fprintf(stderr, "\nvgg_train: done; LoRA in %s\n", (out / "checkpoint" / "lora.safetensors").string().c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return cli::run_main("vgg_train", [&] { return run(argc, argv); });
+}
