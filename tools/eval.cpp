@@ -48,13 +48,16 @@ int run(int argc, char** argv) {
   for (const std::string& p : {out, grid})
     if (!p.empty() && fs::exists(p) && !f.has("--force")) throw std::runtime_error(p + " exists (use --force)");
   const int64_t n = f.integer("--per-prompt", 64, 16, 100000);
+  const auto seed = static_cast<uint64_t>(f.integer("--seed", 1234, 0));
+  f.integer("--steps", 20, 1, 10000);  // validated before anything is loaded
+  f.real("--guidance", 1.0, 0, 100);
   const auto t0 = std::chrono::steady_clock::now();
   flow::RewardPair rw = flow::make_rewards(f.str("--reward", "aesthetic"), models);
   flow::FlowModel base = flow::load_flow_model(base_dir);
   flow::FlowModel model = model_dir == base_dir ? base : flow::load_flow_model(model_dir);
   flow::EvalOptions o;
   o.per_prompt = n;
-  o.seed = static_cast<uint64_t>(f.integer("--seed", 1234, 0));
+  o.seed = seed;
   o.sampling = model.sampling;
   o.sampling.steps = f.integer("--steps", model.sampling.steps, 1, 10000);
   o.sampling.guidance = f.real("--guidance", model.sampling.guidance, 0, 100);

@@ -139,7 +139,11 @@ json resolve(const cli::Flags& f) {
     throw cli::UsageError("--method must be vggflow, refl or draft, got '" + method + "'");
   if (j["fd"] != "central" && j["fd"] != "onesided") throw cli::UsageError("--fd must be central or onesided");
   if (j["value_net"] != "small" && j["value_net"] != "lora") throw cli::UsageError("--value-net must be small or lora");
-  m::parse_eta(j["eta"]);  // throws naming the value
+  try {
+    m::parse_eta(j["eta"]);
+  } catch (const std::exception& e) {
+    throw cli::UsageError(std::string("--eta: ") + e.what());
+  }
   if (j["device"] != "cpu") {
     if (j["device"] == "cuda") throw cli::UsageError("--device cuda: vgg_train runs on the CPU only so far");
     throw cli::UsageError("--device must be cpu, got '" + j["device"].get<std::string>() + "'");
