@@ -46,7 +46,7 @@ const std::vector<Spec>& specs() {
   static const std::vector<Spec> s = {
       {"method", "vggflow", 0, 0, "vggflow | refl | draft"},
       {"reward", "aesthetic", 0, 0, "aesthetic | classifier[:CLASS] | brightness | contrast | symmetry"},
-      {"steps", 60, 1, 1e6, "updates"},
+      {"steps", 40, 1, 1e6, "updates"},
       {"batch", 8, 1, 4096, "trajectories per update"},
       {"beta", 50.0, 1e-9, 1e12, "VGG-Flow inverse temperature beta = 1/lambda"},
       {"alpha", 1e4, 0, 1e12, "VGG-Flow boundary-loss weight"},
