@@ -4,6 +4,8 @@
 #pragma once
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <set>
@@ -92,6 +94,18 @@ class Flags {
   std::map<std::string, std::string> values_;
   std::vector<std::string> positional_;
 };
+
+// Writes text to path through a temporary file renamed into place.
+inline void write_text_atomic(const std::filesystem::path& p, const std::string& text) {
+  std::filesystem::path tmp = p;
+  tmp += ".tmp";
+  {
+    std::ofstream o(tmp);
+    o << text;
+    if (!o) throw std::runtime_error("cannot write " + tmp.string());
+  }
+  std::filesystem::rename(tmp, p);
+}
 
 // Runs body; UsageError -> "<prog>: message", exit 2; any other exception -> exit 1.
 inline int run_main(const char* prog, const std::function<int()>& body) {

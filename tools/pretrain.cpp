@@ -97,16 +97,6 @@ nn::MMDiTConfig model_config(const std::string& c) {
   return nn::MMDiTConfig::named(c);
 }
 
-void write_text(const fs::path& p, const std::string& text) {
-  fs::path tmp = p;
-  tmp += ".tmp";
-  {
-    std::ofstream o(tmp);
-    o << text;
-    if (!o) throw std::runtime_error("cannot write " + tmp.string());
-  }
-  fs::rename(tmp, p);
-}
 
 json read_json(const fs::path& p) {
   std::ifstream in(p);
@@ -173,7 +163,7 @@ struct Run {
     nn::save_weights((tmp / "prompts.safetensors").string(), *prompts);
     nn::save_tensors((tmp / "ema.safetensors").string(), ema->state_dict());
     nn::save_tensors((tmp / "optimizer.safetensors").string(), opt->state_dict());
-    write_text(tmp / "state.json",
+    cli::write_text_atomic(tmp / "state.json",
                json{{"step", step}, {"epoch", data_state.first}, {"position", data_state.second}}.dump(2) + "\n");
     fs::remove_all(old);
     if (fs::exists(fin)) fs::rename(fin, old);
@@ -262,7 +252,7 @@ int run(int argc, char** argv) {
   } else {
     std::ofstream(out / "metrics.jsonl", std::ios::trunc);
   }
-  write_text(out / "config.json", s.j.dump(2) + "\n");
+  cli::write_text_atomic(out / "config.json", s.j.dump(2) + "\n");
   const int64_t steps = s.i("steps");
   std::fprintf(stderr, "vgg_pretrain: %s, %lld parameters, %lld training images, steps %lld..%lld, batch %lld -> %s\n",
                s.config().c_str(), static_cast<long long>(r.model->num_parameters()),

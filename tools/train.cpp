@@ -155,16 +155,6 @@ json resolve(const cli::Flags& f) {
   return j;
 }
 
-void write_atomic(const fs::path& p, const std::string& text) {
-  fs::path tmp = p;
-  tmp += ".tmp";
-  {
-    std::ofstream o(tmp);
-    o << text;
-    if (!o) throw std::runtime_error("cannot write " + tmp.string());
-  }
-  fs::rename(tmp, p);
-}
 
 std::string hms(double seconds) {
   char b[32];
@@ -252,7 +242,7 @@ int run(int argc, char** argv) {
   } else {
     std::ofstream(out / "metrics.jsonl", std::ios::trunc);
   }
-  write_atomic(out / "config.json", cfg.dump(2) + "\n");
+  cli::write_text_atomic(out / "config.json", cfg.dump(2) + "\n");
   std::ofstream metrics(out / "metrics.jsonl", std::ios::app);
 
   // the evaluation reference: base samples and real images, computed once
@@ -289,7 +279,7 @@ int run(int argc, char** argv) {
     nn::save_lora((tmp / "lora.safetensors").string(), *pol.model.net);
     if (value) nn::save_tensors((tmp / "value.safetensors").string(), value->state());
     nn::save_tensors((tmp / "optimizer.safetensors").string(), opt.state_dict());
-    write_atomic(tmp / "state.json", json{{"step", at}, {"rng", "Generator(seed, 5000 + step) per update"}}.dump(2) + "\n");
+    cli::write_text_atomic(tmp / "state.json", json{{"step", at}, {"rng", "Generator(seed, 5000 + step) per update"}}.dump(2) + "\n");
     fs::remove_all(old);
     if (fs::exists(fin)) fs::rename(fin, old);
     fs::rename(tmp, fin);

@@ -5,6 +5,7 @@
 
 #include "autograd/engine.h"
 #include "tests/support/test_support.h"
+#include "tests/vggflow/small_model.h"
 #include "vggflow/methods/baselines.h"
 #include "vggflow/methods/vggflow.h"
 
@@ -169,19 +170,6 @@ TEST(VGGFlow, SubsamplingClippingAndQuantiles) {
   EXPECT_TRUE(all_close(rg.grad, full({2, 1, 2, 2}, 0.125, opts(DType::F64)), 1e-15, 0));
 }
 
-flow::FlowModel small_flow_model(uint64_t seed) {
-  nn::MMDiTConfig cfg;
-  cfg.num_layers = 1, cfg.attention_head_dim = 16, cfg.num_attention_heads = 2;
-  cfg.joint_attention_dim = 16, cfg.caption_projection_dim = 32, cfg.pooled_projection_dim = 16;
-  Generator g(seed);
-  nn::LayerOptions o{DType::F32, Device::cpu(), &g};
-  flow::FlowModel fm;
-  fm.cfg = cfg;
-  fm.net = std::make_shared<nn::MMDiT>(cfg, o);
-  fm.prompts = std::make_shared<flow::PromptEncoder>(11, 2, 16, 16, o);
-  fm.sampling = {4, 1.0, 2.0};
-  return fm;
-}
 
 double grad_sum(const std::vector<Tensor>& ps) {
   double s = 0;

@@ -8,6 +8,7 @@
 
 #include "autograd/gradcheck.h"
 #include "tests/support/test_support.h"
+#include "tests/vggflow/small_model.h"
 #include "vggflow/evaluate.h"
 
 namespace vgg::test {
@@ -159,25 +160,12 @@ TEST(Metrics, SyntheticQualityFollowsClassPreferenceAndSharpness) {
 namespace vgg::test {
 namespace {
 
-flow::FlowModel small_model(uint64_t seed) {
-  nn::MMDiTConfig cfg;
-  cfg.num_layers = 1, cfg.attention_head_dim = 16, cfg.num_attention_heads = 2;
-  cfg.joint_attention_dim = 16, cfg.caption_projection_dim = 32, cfg.pooled_projection_dim = 16;
-  Generator g(seed);
-  nn::LayerOptions o{DType::F32, Device::cpu(), &g};
-  flow::FlowModel m;
-  m.cfg = cfg;
-  m.net = std::make_shared<nn::MMDiT>(cfg, o);
-  m.prompts = std::make_shared<flow::PromptEncoder>(11, 2, 16, 16, o);
-  m.sampling = {2, 1.0, 2.0};
-  return m;
-}
 
 TEST(ModelFolder, RoundTripsAndRejectsIncompleteFolders) {
   namespace fs = std::filesystem;
   const fs::path dir = fs::temp_directory_path() / ("vgg_model_" + std::to_string(::getpid()));
   fs::remove_all(dir);
-  flow::FlowModel m = small_model(5);
+  flow::FlowModel m = small_flow_model(5);
   flow::save_flow_model(dir.string(), m, R"({"shift": 3.0, "guidance": 2.5, "sample_steps": 7})");
   flow::FlowModel back = flow::load_flow_model(dir.string());
   EXPECT_EQ(back.sampling.steps, 7);
@@ -196,7 +184,7 @@ TEST(ModelFolder, RoundTripsAndRejectsIncompleteFolders) {
 }
 
 TEST(Evaluation, TheBaseSitsExactlyAtTheNoiseFloor) {
-  flow::FlowModel base = small_model(7);
+  flow::FlowModel base = small_flow_model(7);
   Generator g(8);
   flow::RewardPair rw;
   rw.fb = std::make_shared<flow::FeatureNet>("fb", nn::LayerOptions{DType::F32, Device::cpu(), &g});
@@ -219,7 +207,7 @@ TEST(Evaluation, TheBaseSitsExactlyAtTheNoiseFloor) {
   EXPECT_LE(j["fb_accuracy"].get<double>(), 1.0);
   EXPECT_GT(j["diversity"].get<double>(), 0.0);
   // another model is away from the base: above the floor on average
-  flow::FlowModel other = small_model(9);
+  flow::FlowModel other = small_flow_model(9);
   Tensor imgs = flow::sample_images(other.velocity(), *other.prompts, flow::per_class_ids(6), o.sampling, o.seed);
   EXPECT_GT(flow::evaluate_images(imgs, rw, ref)["fd_base"].get<double>(), j["fd_base_floor"].get<double>());
   // too few real images for the floor
