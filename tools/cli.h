@@ -107,6 +107,14 @@ inline void write_text_atomic(const std::filesystem::path& p, const std::string&
   std::filesystem::rename(tmp, p);
 }
 
+// Seconds as h:mm:ss (progress-bar ETAs).
+inline std::string format_hms(double seconds) {
+  char b[32];
+  const auto s = static_cast<long long>(seconds + 0.5);
+  std::snprintf(b, sizeof b, "%lld:%02lld:%02lld", s / 3600, s / 60 % 60, s % 60);
+  return b;
+}
+
 // Runs body; UsageError -> "<prog>: message", exit 2; any other exception -> exit 1.
 inline int run_main(const char* prog, const std::function<int()>& body) {
   try {

@@ -23,6 +23,7 @@
 #include "tools/cli.h"
 #include "vggflow/data.h"
 #include "vggflow/image.h"
+#include "vggflow/model.h"
 #include "vggflow/prompts.h"
 
 namespace fs = std::filesystem;
@@ -188,31 +189,16 @@ struct Run {
 
   // One row per prompt (10 classes), `cols` fixed seeds, EMA weights, CFG.
   void sample_grid(const fs::path& path, int64_t cols = 8) {
-    NoGradGuard ng;
     ema->copy_to(ema_params);
-    const int64_t n = 10 * cols;
-    std::vector<int64_t> ids, empty(static_cast<size_t>(n), 10);
-    for (int64_t c = 0; c < 10; ++c)
-      for (int64_t k = 0; k < cols; ++k) ids.push_back(c);
-    flow::Conditioning cond = ema_prompts->encode(from_vector(ids, {n}));
-    flow::Conditioning uncond = ema_prompts->encode(from_vector(empty, {n}));
-    Generator g(static_cast<uint64_t>(s.i("seed")) + 7, 0);
-    Tensor noise = randn({n, 1, 32, 32}, {}, &g);
     auto f = [&](const Tensor& x, const Tensor& t, const flow::Conditioning& c) {
       return ema_model->forward(x, t, c.context, c.pooled);
     };
-    Tensor img = flow::sample_euler(f, noise, cond, uncond, {s.i("sample_steps"), s.d("shift"), s.d("guidance")});
-    flow::write_png(path.string(), flow::make_grid(ops::clamp(img, -1.0, 1.0), cols));
+    Tensor img = flow::sample_images(f, *ema_prompts, flow::per_class_ids(cols),
+                                     {s.i("sample_steps"), s.d("shift"), s.d("guidance")},
+                                     static_cast<uint64_t>(s.i("seed")) + 7, 32, 10 * cols);
+    flow::write_png(path.string(), flow::make_grid(img, cols));
   }
 };
-
-std::string eta(double seconds) {
-  char b[32];
-  const int64_t s = static_cast<int64_t>(seconds + 0.5);
-  std::snprintf(b, sizeof b, "%lld:%02lld:%02lld", static_cast<long long>(s / 3600), static_cast<long long>(s / 60 % 60),
-                static_cast<long long>(s % 60));
-  return b;
-}
 
 int run(int argc, char** argv) {
   cli::Flags f(argc, argv,
@@ -303,7 +289,7 @@ int run(int argc, char** argv) {
     }
     std::fprintf(stderr, "\r[%lld/%lld] loss %.4f  lr %.2e  %.2f s/step  ETA %s   ", static_cast<long long>(step),
                  static_cast<long long>(steps), lv, r.opt->lr(0), per_step,
-                 eta(per_step * static_cast<double>(steps - step)).c_str());
+                 cli::format_hms(per_step * static_cast<double>(steps - step)).c_str());
     if (step % s.i("ckpt_every") == 0 || step == steps) r.save(out, step, batches.state());
     if ((s.i("sample_every") > 0 && step % s.i("sample_every") == 0) || step == steps) {
       char name[64];

@@ -156,14 +156,6 @@ json resolve(const cli::Flags& f) {
 }
 
 
-std::string hms(double seconds) {
-  char b[32];
-  const auto s = static_cast<int64_t>(seconds + 0.5);
-  std::snprintf(b, sizeof b, "%lld:%02lld:%02lld", static_cast<long long>(s / 3600), static_cast<long long>(s / 60 % 60),
-                static_cast<long long>(s % 60));
-  return b;
-}
-
 double mean_reward(const flow::Reward& r, const Tensor& x) {
   NoGradGuard ng;
   return ops::mean(r(x)).item();
@@ -207,7 +199,6 @@ int run(int argc, char** argv) {
   flow::RewardPair rw = flow::make_rewards(reward_name, models);
   m::Policy pol = m::make_policy(flow::load_flow_model(base_dir), cfg["rank"], cfg["guidance"], seed + 11);
   const double shift = pol.model.sampling.shift;
-  flow::FlowModel frozen = flow::load_flow_model(base_dir);  // the base, for the FD reference
   std::unique_ptr<m::ValueNet> value;
   m::VGGFlowOptions vo;
   if (method == "vggflow") {
@@ -255,7 +246,9 @@ int run(int argc, char** argv) {
                reward_name.c_str(), static_cast<long long>(steps), static_cast<long long>(batch), out.string().c_str());
   std::fprintf(stderr, "vgg_train: computing the evaluation reference (%lld base samples per prompt, twice)...\n",
                static_cast<long long>(eo.per_prompt));
-  flow::EvalReference ref = flow::make_reference(frozen, *rw.fb, test, eo);
+  nn::set_lora_enabled(*pol.model.net, false);  // the reference samples come from the base
+  flow::EvalReference ref = flow::make_reference(pol.model, *rw.fb, test, eo);
+  nn::set_lora_enabled(*pol.model.net, true);
   auto evaluate = [&](int64_t at) {
     Tensor imgs = flow::sample_images(pol.model.velocity(), *pol.model.prompts, flow::per_class_ids(eo.per_prompt),
                                       eo.sampling, eo.seed);
@@ -266,10 +259,7 @@ int run(int argc, char** argv) {
   auto grid = [&](int64_t at) {
     char name[64];
     std::snprintf(name, sizeof name, "step_%06lld.png", static_cast<long long>(at));
-    std::vector<int64_t> ids;
-    for (int64_t c = 0; c < 10; ++c)
-      for (int k = 0; k < 6; ++k) ids.push_back(c);
-    Tensor img = flow::sample_images(pol.model.velocity(), *pol.model.prompts, ids, eo.sampling, seed + 99);
+    Tensor img = flow::sample_images(pol.model.velocity(), *pol.model.prompts, flow::per_class_ids(6), eo.sampling, seed + 99);
     flow::write_png((out / "samples" / name).string(), flow::make_grid(img, 6));
   };
   auto checkpoint = [&](int64_t at) {
@@ -330,7 +320,7 @@ int run(int argc, char** argv) {
     metrics << line.dump() << "\n" << std::flush;
     std::fprintf(stderr, "\r[%lld/%lld] reward %.4f  loss %.4g  %.1f s/update  ETA %s   ", static_cast<long long>(step),
                  static_cast<long long>(steps), line["reward"].get<double>(), loss.item(), per,
-                 hms(per * static_cast<double>(steps - step)).c_str());
+                 cli::format_hms(per * static_cast<double>(steps - step)).c_str());
     const int64_t ev = cfg["eval_every"], se = cfg["sample_every"], ce = cfg["ckpt_every"];
     if ((ev > 0 && step % ev == 0) || step == steps) {
       json e = evaluate(step);

@@ -27,26 +27,10 @@ using namespace vgg;
 
 namespace {
 
-double accuracy(flow::FeatureNet& net, const flow::ImageSet& test) {
-  NoGradGuard ng;
-  int64_t right = 0;
-  for (int64_t i = 0; i < test.n; i += 500) {
-    const int64_t b = std::min<int64_t>(500, test.n - i);
-    Tensor pred = ops::argmax(net.logits(ops::narrow(test.images, 0, i, b)), 1);
-    Tensor y = ops::narrow(test.labels, 0, i, b);
-    right += static_cast<int64_t>(ops::sum(ops::to(ops::eq(pred, y), DType::I64)).item());
-  }
-  return static_cast<double>(right) / static_cast<double>(test.n);
-}
-
 std::string command_line(int argc, char** argv) {
   std::string cmd = "vgg_train_aux";
   for (int i = 1; i < argc; ++i) cmd += std::string(" ") + argv[i];
   return cmd;
-}
-
-Tensor normalised(const Tensor& e) {
-  return ops::div(e, ops::sqrt(ops::add(ops::sum(ops::square(e), {1}, true), 1e-12)));
 }
 
 int fit_probe(const cli::Flags& f, const std::string& kind, const std::string& out, int argc, char** argv) {
@@ -58,7 +42,7 @@ int fit_probe(const cli::Flags& f, const std::string& kind, const std::string& o
   flow::ImageSet test = flow::load_fashion_mnist(false, f.str("--data", ""), 32);
   Tensor q_train = flow::synthetic_quality(train.images, train.labels);
   Tensor q_test = flow::synthetic_quality(test.images, test.labels);
-  Tensor e_train = normalised(flow::embed_all(*net, train.images)), e_test = normalised(flow::embed_all(*net, test.images));
+  Tensor e_train = flow::unit_rows(flow::embed_all(*net, train.images)), e_test = flow::unit_rows(flow::embed_all(*net, test.images));
   flow::RidgeFit fit = flow::fit_ridge(e_train, q_train, lambda);
   flow::AestheticProbe probe(net, from_vector(fit.w, {static_cast<int64_t>(fit.w.size())}, opts(DType::F32)), fit.b);
   Tensor pred;
@@ -135,7 +119,7 @@ int run(int argc, char** argv) {
                    static_cast<long long>(total), loss.item(), s);
     }
   }
-  const double acc = accuracy(net, test);
+  const double acc = flow::class_accuracy(net, test.images, test.labels);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const std::string cmd = command_line(argc, argv);
   char accs[32];

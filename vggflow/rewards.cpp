@@ -13,6 +13,10 @@
 
 namespace vgg::flow {
 
+Tensor unit_rows(const Tensor& e) {
+  return ops::div(e, ops::sqrt(ops::add(ops::sum(ops::square(e), {1}, true), 1e-12)));
+}
+
 Tensor flip_last(const Tensor& x) {
   const int64_t w = x.shape().back();
   std::vector<int64_t> idx(static_cast<size_t>(w));
@@ -75,7 +79,7 @@ AestheticProbe::AestheticProbe(std::shared_ptr<FeatureNet> net, Tensor w, double
 Tensor AestheticProbe::operator()(const Tensor& x) const {
   check_images("aesthetic", x);
   Tensor e = net_->embed(x);
-  Tensor n = ops::div(e, ops::sqrt(ops::add(ops::sum(ops::square(e), {1}, true), 1e-12)));
+  Tensor n = unit_rows(e);
   return ops::add(ops::squeeze(ops::matmul(n, ops::unsqueeze(ops::to(w_, e.dtype()), 1)), 1), b_);
 }
 

@@ -94,6 +94,9 @@ std::shared_ptr<FeatureNet> load_feature_net(const std::string& path, const std:
 // The shipped models folder: $VGG_MODELS when set, else the source tree's models/.
 std::string default_models_dir();
 
+// Each row of e [B, E] divided by its L2 norm (the probe's e/‖e‖; differentiable).
+Tensor unit_rows(const Tensor& e);
+
 // Horizontal mirror of [..., W] along the last dim (differentiable).
 Tensor flip_last(const Tensor& x);
 

@@ -18,18 +18,9 @@ struct Partial {
 };
 
 Partial rollout_to(const Policy& p, int64_t batch, int64_t steps, double shift, int64_t upto, Generator& gen) {
-  NoGradGuard ng;
   Partial out;
-  // the same prompt and noise draws as sample_rollout, stopped early
-  std::vector<int64_t> ids(static_cast<size_t>(batch)), empty(static_cast<size_t>(batch), p.model.prompts->empty_id());
-  std::vector<double> uv = rand({batch}, opts(DType::F64), &gen).to_vector();
-  for (int64_t i = 0; i < batch; ++i) ids[static_cast<size_t>(i)] = std::min<int64_t>(9, static_cast<int64_t>(uv[static_cast<size_t>(i)] * 10));
-  out.r.ids = from_vector(ids, {batch});
-  out.r.cond = p.model.prompts->encode(out.r.ids);
-  out.r.uncond = p.model.prompts->encode(from_vector(empty, {batch}));
-  InferenceSchedule sched = inference_schedule(steps, shift);
-  out.r.sigmas.assign(sched.sigmas.begin(), sched.sigmas.end());
-  out.x = euler_steps(p, randn({batch, 1, 32, 32}, {}, &gen), out.r.sigmas, 0, upto, out.r.cond, out.r.uncond);
+  out.r = sample_rollout(p, batch, steps, shift, gen, upto);
+  out.x = out.r.latents.back();
   return out;
 }
 

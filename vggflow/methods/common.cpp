@@ -73,7 +73,9 @@ Tensor euler_steps(const Policy& p, Tensor x, const std::vector<float>& sigmas, 
   return x;
 }
 
-Rollout sample_rollout(const Policy& p, int64_t batch, int64_t steps, double shift, Generator& gen) {
+Rollout sample_rollout(const Policy& p, int64_t batch, int64_t steps, double shift, Generator& gen, int64_t upto) {
+  if (upto < 0) upto = steps;
+  VGG_CHECK(upto <= steps, "sample_rollout: cannot stop at step ", upto, " of ", steps);
   NoGradGuard ng;
   Rollout r;
   std::vector<int64_t> ids(static_cast<size_t>(batch)), empty(static_cast<size_t>(batch), p.model.prompts->empty_id());
@@ -88,7 +90,7 @@ Rollout sample_rollout(const Policy& p, int64_t batch, int64_t steps, double shi
   const int64_t hw = 32;
   Tensor x = randn({batch, 1, hw, hw}, {}, &gen);
   r.latents.push_back(x);
-  for (int64_t i = 0; i < steps; ++i) {
+  for (int64_t i = 0; i < upto; ++i) {
     x = euler_steps(p, x, r.sigmas, i, i + 1, r.cond, r.uncond);
     r.latents.push_back(x);
   }

@@ -41,7 +41,8 @@ struct Rollout {
   Tensor ids;
   Conditioning cond, uncond;
 };
-Rollout sample_rollout(const Policy& p, int64_t batch, int64_t steps, double shift, Generator& gen);
+// upto < steps stops early (the latents then end at x_upto); the draws are the same either way.
+Rollout sample_rollout(const Policy& p, int64_t batch, int64_t steps, double shift, Generator& gen, int64_t upto = -1);
 
 // Euler steps i0 … i1−1 of the schedule from x (graph kept when grad mode is on).
 Tensor euler_steps(const Policy& p, Tensor x, const std::vector<float>& sigmas, int64_t i0, int64_t i1,
