@@ -7,6 +7,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "autograd/forward_ad.h"
 #include "autograd/grad_mode.h"
 #include "autograd/node.h"
 #include "autograd/ops.h"
@@ -104,6 +105,9 @@ std::vector<Tensor> run(const std::vector<Tensor>& roots, const std::vector<Tens
   }
 
   GradModeGuard mode(create_graph);
+  // gradients carry no tangents (forward-over-reverse is not supported; see forward_ad.h)
+  fwad::detail::note_backward();
+  fwad::PauseGuard no_tangents;
   std::unordered_map<Node*, Grads> buffers;
   auto add_to = [&](Node* n, int nr, const Tensor& g) {
     auto& buf = buffers[n];

@@ -2,7 +2,8 @@
 // (a bad shape, dtype or device throws vgg::Error naming the op and the shapes), runs its
 // kernel through the dispatch registry and, when grad mode is on and an input requires grad,
 // records a node whose backward is written with these same ops (so double backward works,
-// except for fused kernels, which say so).
+// except for fused kernels, which say so). Inside a forward-AD level each op also computes its
+// output's tangent from its inputs' tangents (autograd/forward_ad.h).
 #pragma once
 #include <utility>
 #include <vector>

@@ -1,5 +1,5 @@
 // Attention: the naive form (composed of differentiable ops) and the tiled online-softmax
-// kernel with its own backward kernel.
+// kernel with its own backward kernel and a composed JVP rule.
 #include "autograd/ops_util.h"
 #include "kernels/attention.h"
 
@@ -38,6 +38,24 @@ Tensor tiled(const Tensor& q, const Tensor& k, const Tensor& v, double scale) {
       return {dq, dk, dv};
     };
   }
+  // JVP: with S = s·QKᵀ, P = softmax(S), O = PV,
+  //   tS = s·(tQ·Kᵀ + Q·tKᵀ),  tP = P∘(tS − rowsum(P∘tS)),  tO = tP·V + P·tV
+  //      = (P∘tS)·V − rowsum(P∘tS)∘O + P·tV,
+  // composed of differentiable ops (O is the kernel's output, so reverse mode through the
+  // tangent reaches the kernel's backward once). P is materialised: O(Sq·Sk) memory per head.
+  detail::forward_rule("attention", {&q, &k, &v}, o, [&](const std::vector<Tensor>& t) {
+    Tensor kt = transpose(k, -1, -2);
+    Tensor p = softmax(mul(matmul(q, kt), scale), -1);
+    Tensor to;
+    if (t[0].defined() || t[1].defined()) {
+      Tensor ts = detail::add_terms(t[0].defined() ? matmul(t[0], kt) : Tensor(),
+                                    t[1].defined() ? matmul(q, transpose(t[1], -1, -2)) : Tensor());
+      Tensor pts = mul(p, mul(ts, scale));
+      to = sub(matmul(pts, v), mul(sum(pts, {-1}, true), fwad::detail::history_alias(o)));
+    }
+    if (t[2].defined()) to = detail::add_terms(to, matmul(p, t[2]));
+    return to;
+  });
   return o;
 }
 

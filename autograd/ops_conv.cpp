@@ -1,5 +1,6 @@
 // conv2d as im2col + GEMM, and average pooling. im2col/col2im and avg_pool2d/its adjoint are
-// linear maps that are each other's transposes, so every derivative order comes for free.
+// linear maps that are each other's transposes, so every derivative order comes for free, and
+// each one's JVP is itself applied to the tangent.
 #include "autograd/ops_util.h"
 #include "kernels/conv.h"
 
@@ -35,6 +36,7 @@ Tensor im2col(const Tensor& x, int64_t kh, int64_t kw, Conv2dOptions o) {
       return {col2im(gr[0], xs, kh, kw, o)};
     };
   }
+  detail::forward_rule("im2col", {&x}, cols, [&](const std::vector<Tensor>& t) { return im2col(t[0], kh, kw, o); });
   return cols;
 }
 
@@ -53,6 +55,8 @@ Tensor col2im(const Tensor& cols, const Shape& image_shape, int64_t kh, int64_t 
       return {im2col(gr[0], kh, kw, o)};
     };
   }
+  detail::forward_rule("col2im", {&cols}, x,
+                       [&](const std::vector<Tensor>& t) { return col2im(t[0], image_shape, kh, kw, o); });
   return x;
 }
 
@@ -90,6 +94,8 @@ Tensor avg_pool2d(const Tensor& x, int64_t kh, int64_t kw, Conv2dOptions o) {
       return {avg_pool2d_adjoint(gr[0], xs, kh, kw, o)};
     };
   }
+  detail::forward_rule("avg_pool2d", {&x}, y,
+                       [&](const std::vector<Tensor>& t) { return avg_pool2d(t[0], kh, kw, o); });
   return y;
 }
 
@@ -109,6 +115,9 @@ Tensor avg_pool2d_adjoint(const Tensor& y, const Shape& image_shape, int64_t kh,
       return {avg_pool2d(gr[0], kh, kw, o)};
     };
   }
+  detail::forward_rule("avg_pool2d_adjoint", {&y}, x, [&](const std::vector<Tensor>& t) {
+    return avg_pool2d_adjoint(t[0], image_shape, kh, kw, o);
+  });
   return x;
 }
 

@@ -49,6 +49,10 @@ Tensor unary_op(const char* name, const Tensor& x, UnaryParams p, bool float_onl
       return {grad_fn(g[0], sx.unpack(name), sy.unpack(name))};
     };
   }
+  // the Jacobian is diagonal: the tangent goes through the same map as the gradient
+  detail::forward_rule(name, {&x}, y, [&](const std::vector<Tensor>& t) {
+    return grad_fn(t[0], x, fwad::detail::history_alias(y));
+  });
   return y;
 }
 
@@ -191,6 +195,16 @@ Tensor binary_op(BinaryOp op, const Tensor& a, const Tensor& b, F grad_fn) {
       return {ga.defined() ? sum_to(ga, as) : ga, gb.defined() ? sum_to(gb, bs) : gb};
     };
   }
+  // ∂y/∂a·ta + ∂y/∂b·tb: each partial is elementwise, so the gradient maps (before sum_to)
+  // applied to the tangents broadcast to the output's shape give the two terms
+  detail::forward_rule(name, {&a, &b}, y, [&](const std::vector<Tensor>& t) {
+    static const std::vector<bool> only_a{true, false}, only_b{false, true};
+    SavedTensor sy(fwad::detail::history_alias(y), false);
+    Tensor ta, tb;
+    if (t[0].defined()) ta = grad_fn(detail::fit(t[0], y.shape()), a, b, sy, only_a).first;
+    if (t[1].defined()) tb = grad_fn(detail::fit(t[1], y.shape()), a, b, sy, only_b).second;
+    return detail::add_terms(ta, tb);
+  });
   return y;
 }
 using Pair = std::pair<Tensor, Tensor>;
@@ -272,19 +286,27 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
       return {n[0] ? sum_to(where(c, g[0], z), as) : Tensor(), n[1] ? sum_to(where(c, z, g[0]), bs) : Tensor()};
     };
   }
+  // the condition is piecewise constant: it selects between the tangents
+  detail::forward_rule("where", {&a, &b}, y, [&](const std::vector<Tensor>& t) {
+    Tensor z = zeros({}, {y.dtype(), y.device()});
+    Tensor ta = t[0].defined() ? detail::fit(t[0], out) : z, tb = t[1].defined() ? detail::fit(t[1], out) : z;
+    return detail::fit(where(cond.detach(), ta, tb), out);
+  });
   return y;
 }
 
 // ---- in place -------------------------------------------------------------------------
 
-static void check_inplace(const char* op, const Tensor& x) {
+static void check_inplace(const char* op, const Tensor& x, const Tensor& src = Tensor()) {
   detail::check_defined(op, x);
+  fwad::detail::check_not_dual(op, x);
+  fwad::detail::check_not_dual(op, src);
   VGG_CHECK(!(grad_enabled() && x.requires_grad()), op,
             ": in-place update of a tensor that requires grad while grad mode is on (use NoGradGuard)");
 }
 
 void add_(const Tensor& x, const Tensor& other, double alpha) {
-  check_inplace("add_", x);
+  check_inplace("add_", x, other);
   NoGradGuard ng;
   Tensor o = alpha == 1.0 ? other : mul(other, alpha);
   copy_into(x, binary_raw(BinaryOp::Add, x, expand_raw(o, x.shape(), "add_")));
@@ -294,7 +316,7 @@ void mul_(const Tensor& x, double s) {
   copy_into(x, unary_raw(x, {UnaryOp::MulScalar, s}));
 }
 void copy_(const Tensor& x, const Tensor& src) {
-  check_inplace("copy_", x);
+  check_inplace("copy_", x, src);
   detail::check_defined("copy_", src);
   VGG_CHECK(x.device() == src.device(), "copy_: device mismatch between ", describe(x), " and ", describe(src));
   copy_into(x, src);

@@ -95,6 +95,10 @@ Tensor mm(const Tensor& a, const Tensor& b) {
       return {ga, gb};
     };
   }
+  // the product rule: ta·b + a·tb (each term already has the output's batch shape)
+  detail::forward_rule("matmul", {&a, &b}, y, [&](const std::vector<Tensor>& t) {
+    return detail::add_terms(t[0].defined() ? matmul(t[0], b) : Tensor(), t[1].defined() ? matmul(a, t[1]) : Tensor());
+  });
   return y;
 }
 

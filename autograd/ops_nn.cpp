@@ -39,6 +39,13 @@ Tensor softmax_impl(const Tensor& x, int64_t dim, bool log) {
       return {mul(yv, sub(g[0], sum(mul(g[0], yv), {rd}, true)))};
     };
   }
+  // softmax: ty = y·(t − Σ y·t); log_softmax: ty = t − Σ softmax·t
+  detail::forward_rule(name, {&x}, y, [&](const std::vector<Tensor>& t) {
+    const int64_t rd = x.dim() == 0 ? 0 : d;
+    Tensor yv = fwad::detail::history_alias(y);
+    if (log) return sub(t[0], sum(mul(exp(yv), t[0]), {rd}, true));
+    return mul(yv, sub(t[0], sum(mul(yv, t[0]), {rd}, true)));
+  });
   return y;
 }
 
@@ -101,6 +108,21 @@ Tensor layer_norm(const Tensor& x, const Shape& ns, const Tensor& w, const Tenso
       return {gx, gw, gb};
     };
   }
+  // y = x̂·w + b with x̂ = (x − μ)·rstd, whose Jacobian is symmetric:
+  // tx̂ = rstd·(tx − mean(tx) − x̂·mean(tx·x̂)); ty = tx̂·w + x̂·tw + tb
+  detail::forward_rule("layer_norm", {&x, &w, &b}, y, [&](const std::vector<Tensor>& t) {
+    Tensor xm = sub(x, mean(x, dims, true));
+    Tensor rstd = rsqrt(add(mean(square(xm), dims, true), eps));
+    Tensor xhat = mul(xm, rstd);
+    Tensor ty;
+    if (t[0].defined()) {
+      Tensor th = mul(rstd, sub(sub(t[0], mean(t[0], dims, true)), mul(xhat, mean(mul(t[0], xhat), dims, true))));
+      ty = w.defined() ? mul(th, w) : th;
+    }
+    if (t[1].defined()) ty = detail::add_terms(ty, mul(xhat, t[1]));
+    if (t[2].defined()) ty = detail::add_terms(ty, detail::fit(t[2], x.shape()));
+    return ty;
+  });
   return y;
 }
 
@@ -132,6 +154,18 @@ Tensor rms_norm(const Tensor& x, const Shape& ns, const Tensor& w, double eps) {
       return {gx, gw};
     };
   }
+  // y = x̂·w with x̂ = x·rstd: tx̂ = rstd·(tx − x̂·mean(tx·x̂)); ty = tx̂·w + x̂·tw
+  detail::forward_rule("rms_norm", {&x, &w}, y, [&](const std::vector<Tensor>& t) {
+    Tensor rstd = rsqrt(add(mean(square(x), dims, true), eps));
+    Tensor xhat = mul(x, rstd);
+    Tensor ty;
+    if (t[0].defined()) {
+      Tensor th = mul(rstd, sub(t[0], mul(xhat, mean(mul(t[0], xhat), dims, true))));
+      ty = w.defined() ? mul(th, w) : th;
+    }
+    if (t[1].defined()) ty = detail::add_terms(ty, mul(xhat, t[1]));
+    return ty;
+  });
   return y;
 }
 
@@ -157,6 +191,8 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
       return {index_add(zeros(xs, {g[0].dtype(), g[0].device()}), d, idx, g[0])};
     };
   }
+  detail::forward_rule("index_select", {&x}, y,
+                       [&](const std::vector<Tensor>& t) { return index_select(t[0], d, idx); });
   return y;
 }
 
@@ -181,6 +217,11 @@ Tensor index_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor
       return {needs[0] ? g[0] : Tensor(), needs[1] ? index_select(g[0], d, idx) : Tensor()};
     };
   }
+  // linear in (x, src)
+  detail::forward_rule("index_add", {&x, &src}, y, [&](const std::vector<Tensor>& t) {
+    if (!t[1].defined()) return t[0];
+    return index_add(t[0].defined() ? t[0] : zeros(x.shape(), {x.dtype(), x.device()}), d, idx, t[1]);
+  });
   return y;
 }
 
@@ -213,6 +254,7 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
       return {scatter_add(zeros(xs, {g[0].dtype(), g[0].device()}), d, idx, g[0])};
     };
   }
+  detail::forward_rule("gather", {&x}, y, [&](const std::vector<Tensor>& t) { return gather(t[0], d, idx); });
   return y;
 }
 
@@ -235,6 +277,11 @@ Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tens
       return {needs[0] ? g[0] : Tensor(), needs[1] ? gather(g[0], d, idx) : Tensor()};
     };
   }
+  // linear in (x, src)
+  detail::forward_rule("scatter_add", {&x, &src}, y, [&](const std::vector<Tensor>& t) {
+    if (!t[1].defined()) return t[0];
+    return scatter_add(t[0].defined() ? t[0] : zeros(x.shape(), {x.dtype(), x.device()}), d, idx, t[1]);
+  });
   return y;
 }
 

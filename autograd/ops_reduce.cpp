@@ -96,6 +96,13 @@ Tensor extremum(ReduceOp op, const char* name, const Tensor& x, const Dims& dims
       return {mul(reshape(g[0], keep), div(mask, count))};
     };
   }
+  // the tangent of the selected element; ties average their tangents (the reverse rule's
+  // transpose: it shares the gradient equally)
+  detail::forward_rule(name, {&x}, y, [&](const std::vector<Tensor>& t) {
+    Tensor mask = cast_raw(eq(x.detach(), reshape(y.detach(), p.keep_shape)), x.dtype());
+    Tensor w = div(mask, sum(mask, p.dims, true));
+    return sum(mul(t[0], w), p.dims, keepdim);
+  });
   return y;
 }
 
@@ -112,6 +119,7 @@ Tensor sum(const Tensor& x, const Dims& dims, bool keepdim) {
       return {expand(reshape(g[0], keep), xs)};
     };
   }
+  detail::forward_rule("sum", {&x}, y, [&](const std::vector<Tensor>& t) { return sum(t[0], dims, keepdim); });
   return y;
 }
 

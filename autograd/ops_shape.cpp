@@ -58,13 +58,14 @@ Shape infer_shape(const char* op, const Tensor& x, const Shape& shape) {
   return s;
 }
 
-// Records a view node whose backward is `bw(g)`.
-template <typename F>
-Tensor with_history(const char* name, const Tensor& x, Tensor y, F bw) {
+// Records a node whose backward is `bw(g)`; the tangent is `fw(tx)` (these ops are linear).
+template <typename F, typename G>
+Tensor with_history(const char* name, const Tensor& x, Tensor y, F bw, G fw) {
   if (any_requires_grad({&x})) {
     auto node = record(name, {x}, {&y});
     node->backward = [bw](const Grads& g, const std::vector<bool>&) -> Grads { return {bw(g[0])}; };
   }
+  detail::forward_rule(name, {&x}, y, [&](const std::vector<Tensor>& t) { return fw(t[0]); });
   return y;
 }
 
@@ -78,7 +79,9 @@ Tensor view(const Tensor& x, const Shape& shape0) {
             shape_str(shape), " without a copy (use reshape)");
   Shape xs = x.shape();
   return with_history("view", x, as_strided_view(x, shape, *st, x.offset()),
-                      [xs](const Tensor& g) { return reshape(g, xs); });
+                      [xs](const Tensor& g) { return reshape(g, xs); },
+                      // the tangent's layout may differ from x's: reshape, not view
+                      [&shape](const Tensor& t) { return reshape(t, shape); });
 }
 
 Tensor reshape(const Tensor& x, const Shape& shape0) {
@@ -104,7 +107,8 @@ Tensor permute(const Tensor& x, const Dims& order) {
     st[i] = x.strides()[o[i]];
   }
   return with_history("permute", x, as_strided_view(x, s, st, x.offset()),
-                      [inv](const Tensor& g) { return permute(g, inv); });
+                      [inv](const Tensor& g) { return permute(g, inv); },
+                      [&o](const Tensor& t) { return permute(t, o); });
 }
 
 Tensor transpose(const Tensor& x, int64_t d0, int64_t d1) {
@@ -133,7 +137,8 @@ Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length) {
                         pads[2 * (nd - 1 - d)] = start;
                         pads[2 * (nd - 1 - d) + 1] = n - start - length;
                         return pad(g, pads, 0.0);
-                      });
+                      },
+                      [=](const Tensor& t) { return narrow(t, d, start, length); });
 }
 
 Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end) {
@@ -160,7 +165,8 @@ Tensor expand(const Tensor& x, const Shape& shape0) {
   Tensor y = expand_raw(x, shape, "expand");
   if (shape == x.shape()) y = x.detach();
   Shape xs = x.shape();
-  return with_history("expand", x, y, [xs](const Tensor& g) { return sum_to(g, xs); });
+  return with_history("expand", x, y, [xs](const Tensor& g) { return sum_to(g, xs); },
+                      [&shape](const Tensor& t) { return expand(t, shape); });
 }
 
 Tensor squeeze(const Tensor& x) {
@@ -210,7 +216,7 @@ Tensor contiguous(const Tensor& x) {
 
 Tensor clone(const Tensor& x) {
   detail::check_defined("clone", x);
-  return with_history("clone", x, clone_raw(x), [](const Tensor& g) { return g; });
+  return with_history("clone", x, clone_raw(x), [](const Tensor& g) { return g; }, [](const Tensor& t) { return t; });
 }
 
 Tensor to(const Tensor& x, DType dtype) {
@@ -219,14 +225,17 @@ Tensor to(const Tensor& x, DType dtype) {
   VGG_CHECK(!(x.requires_grad() && grad_enabled()) || is_floating(dtype), "to: cannot convert ", describe(x),
             " that requires grad to non-float dtype ", dtype_name(dtype));
   DType from = x.dtype();
-  return with_history("to_dtype", x, cast_raw(x, dtype), [from](const Tensor& g) { return to(g, from); });
+  // a non-floating result is piecewise constant: no tangent
+  return with_history("to_dtype", x, cast_raw(x, dtype), [from](const Tensor& g) { return to(g, from); },
+                      [dtype](const Tensor& t) { return is_floating(dtype) ? to(t, dtype) : Tensor(); });
 }
 
 Tensor to(const Tensor& x, Device device) {
   detail::check_defined("to", x);
   if (x.device() == device) return x;
   Device from = x.device();
-  return with_history("to_device", x, to_device_raw(x, device), [from](const Tensor& g) { return to(g, from); });
+  return with_history("to_device", x, to_device_raw(x, device), [from](const Tensor& g) { return to(g, from); },
+                      [device](const Tensor& t) { return to(t, device); });
 }
 
 Tensor pad(const Tensor& x, const std::vector<int64_t>& pads, double value) {
@@ -249,7 +258,7 @@ Tensor pad(const Tensor& x, const std::vector<int64_t>& pads, double value) {
     const int64_t n = static_cast<int64_t>(xs.size());
     for (size_t k = 0; k < pads.size() / 2; ++k) r = narrow(r, n - 1 - static_cast<int64_t>(k), pads[2 * k], xs[n - 1 - k]);
     return r;
-  });
+  }, [&pads](const Tensor& t) { return pad(t, pads, 0.0); });  // the padding value is a constant
 }
 
 Tensor cat(const std::vector<Tensor>& xs, int64_t dim) {
@@ -287,6 +296,12 @@ Tensor cat(const std::vector<Tensor>& xs, int64_t dim) {
       return r;
     };
   }
+  // the tangents concatenated, zeros standing in for inputs without one
+  detail::forward_rule("cat", xs, y, [&](const std::vector<Tensor>& t) {
+    std::vector<Tensor> parts;
+    for (size_t i = 0; i < xs.size(); ++i) parts.push_back(t[i].defined() ? t[i] : zeros_like(xs[i]));
+    return cat(parts, d);
+  });
   return y;
 }
 

@@ -28,6 +28,10 @@ struct AutogradMeta {
   std::weak_ptr<Node> grad_accumulator;  // leaves: the node that writes .grad
   std::shared_ptr<struct TensorImpl> grad;
   std::vector<TensorHook> hooks;  // leaves: run on the incoming gradient before accumulation
+  // Forward mode (autograd/forward_ad.h): the tangent and the dual level it belongs to; a
+  // tangent whose level is not the one open on the calling thread is never read.
+  std::shared_ptr<struct TensorImpl> fw_grad;
+  uint64_t fw_level = 0;
 };
 
 struct TensorImpl {
