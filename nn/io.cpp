@@ -47,6 +47,43 @@ void load_lora(const std::string& path, Module& m, const std::string& prefix) {
   }
 }
 
+std::vector<std::string> attach_lora_file(const std::string& path, Module& m, const std::string& prefix) {
+  VGG_CHECK(lora_modules(m).empty(), path, ": the model already carries adapters");
+  SafetensorsFile f = load_safetensors(path);
+  const std::string suffix = ".lora_A.weight";
+  LoRAConfig lc;
+  lc.targets.clear();
+  lc.rank = 0;
+  for (const auto& [name, t] : f.tensors) {
+    if (name.size() <= prefix.size() + suffix.size() || name.rfind(prefix, 0) != 0 ||
+        name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
+      continue;
+    VGG_CHECK(t.dim() == 2, path, ": '", name, "' is ", shape_str(t.shape()), ", not [rank, in]");
+    VGG_CHECK(lc.rank == 0 || lc.rank == t.size(0), path, ": adapters of different ranks (", lc.rank, " and ",
+              t.size(0), ")");
+    lc.rank = t.size(0);
+    lc.targets.push_back(name.substr(prefix.size(), name.size() - prefix.size() - suffix.size()));
+  }
+  VGG_CHECK(!lc.targets.empty(), path, ": no '", prefix, "<module>", suffix, "' adapter weights");
+  lc.alpha = static_cast<double>(lc.rank);
+  if (auto it = f.metadata.find("lora_alpha"); it != f.metadata.end()) {
+    try {
+      lc.alpha = std::stod(it->second);
+    } catch (const std::exception&) {
+      VGG_FAIL(path, ": metadata lora_alpha '", it->second, "' is not a number");
+    }
+  }
+  std::vector<std::string> wrapped = attach_lora(m, lc);
+  VGG_CHECK(wrapped.size() == lc.targets.size(), path, ": ", lc.targets.size(), " adapters in the file but ",
+            wrapped.size(), " matching modules in the model");
+  try {
+    load_lora_state_dict(m, f.tensors, prefix);
+  } catch (const Error& e) {
+    VGG_FAIL(path, ": ", e.what());
+  }
+  return wrapped;
+}
+
 void save_tensors(const std::string& path, const NamedTensors& t, const std::map<std::string, std::string>& metadata) {
   save_safetensors(path, t, metadata);
 }

@@ -9,6 +9,7 @@
 #pragma once
 #include <map>
 #include <string>
+#include <vector>
 
 #include "nn/lora.h"
 #include "nn/module.h"
@@ -21,6 +22,10 @@ std::map<std::string, std::string> load_weights(const std::string& path, Module&
 
 void save_lora(const std::string& path, Module& m, const std::string& prefix = "transformer.");
 void load_lora(const std::string& path, Module& m, const std::string& prefix = "transformer.");
+// Attaches the adapters a file describes to a model without any — on the module paths its keys
+// name, with its rank (from the shapes) and alpha (metadata; alpha = rank when absent) — and
+// loads them. Returns the adapted module paths.
+std::vector<std::string> attach_lora_file(const std::string& path, Module& m, const std::string& prefix = "transformer.");
 
 // Any named tensors (optimizer or EMA state) with metadata.
 void save_tensors(const std::string& path, const NamedTensors& t, const std::map<std::string, std::string>& metadata = {});

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "nn/io.h"
 #include "tools/cli.h"
 #include "vggflow/evaluate.h"
 #include "vggflow/image.h"
@@ -20,6 +21,7 @@ namespace {
 constexpr const char* kHelp = R"(usage: vgg_eval [flags]
   --model DIR        model folder or vgg_pretrain run folder (default: the shipped base, models/base)
   --base DIR         the base model FD is measured against (default models/base)
+  --lora FILE        LoRA adapters to attach to --model (a vgg_train run's checkpoint/lora.safetensors)
   --models DIR       the shipped networks and probes (default models/ of the source tree, or $VGG_MODELS)
   --reward NAME      aesthetic (default), classifier[:CLASS], brightness, contrast, symmetry
   --per-prompt N     samples per class prompt (default 64)
@@ -34,7 +36,7 @@ constexpr const char* kHelp = R"(usage: vgg_eval [flags]
 
 int run(int argc, char** argv) {
   cli::Flags f(argc, argv,
-               {"--model", "--base", "--models", "--reward", "--per-prompt", "--seed", "--steps", "--guidance", "--data",
+               {"--model", "--base", "--lora", "--models", "--reward", "--per-prompt", "--seed", "--steps", "--guidance", "--data",
                 "--out", "--grid"},
                {"--force", "--help"});
   if (f.has("--help")) {
@@ -54,7 +56,9 @@ int run(int argc, char** argv) {
   const auto t0 = std::chrono::steady_clock::now();
   flow::RewardPair rw = flow::make_rewards(f.str("--reward", "aesthetic"), models);
   flow::FlowModel base = flow::load_flow_model(base_dir);
-  flow::FlowModel model = model_dir == base_dir ? base : flow::load_flow_model(model_dir);
+  const std::string lora = f.str("--lora", "");
+  flow::FlowModel model = model_dir == base_dir && lora.empty() ? base : flow::load_flow_model(model_dir);
+  if (!lora.empty()) nn::attach_lora_file(lora, *model.net);
   flow::EvalOptions o;
   o.per_prompt = n;
   o.seed = seed;
@@ -65,11 +69,11 @@ int run(int argc, char** argv) {
   std::fprintf(stderr, "vgg_eval: %lld samples per prompt, %lld Euler steps, guidance %g\n", static_cast<long long>(n),
                static_cast<long long>(o.sampling.steps), o.sampling.guidance);
   flow::EvalReference ref = flow::make_reference(base, *rw.fb, test, o);
-  Tensor images = model_dir == base_dir ? ref.base_images_a
+  Tensor images = model_dir == base_dir && lora.empty() ? ref.base_images_a
                                         : flow::sample_images(model.velocity(), *model.prompts, flow::per_class_ids(n),
                                                               o.sampling, o.seed);
   nlohmann::json j = flow::evaluate_images(images, rw, ref);
-  j["model"] = model_dir, j["base"] = base_dir, j["reward_name"] = f.str("--reward", "aesthetic");
+  j["model"] = model_dir, j["base"] = base_dir, j["lora"] = lora, j["reward_name"] = f.str("--reward", "aesthetic");
   j["steps"] = o.sampling.steps, j["guidance"] = o.sampling.guidance, j["seed"] = o.seed;
   j["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("reward %.4f ± %.4f   gold %.4f ± %.4f\n", j["reward"].get<double>(), j["reward_std"].get<double>(),

@@ -113,6 +113,15 @@ TEST_F(NnFiles, LoraFileInPeftFormat) {
   EXPECT_TRUE(throws_error([&] { nn::load_lora(path("lora.safetensors"), *c); }, {"lora_alpha is 16"}));
   auto d = model(DType::F32);
   EXPECT_TRUE(throws_error([&] { nn::load_lora(path("lora.safetensors"), *d); }, {"carries no adapters"}));
+  // attach_lora_file rebuilds the adapters from the file alone: paths, rank 8 and alpha 16
+  auto e = model(DType::F32);
+  EXPECT_EQ(nn::attach_lora_file(path("lora.safetensors"), *e).size(), 31u);
+  EXPECT_TRUE(bit_equal(run(*a), run(*e)));
+  EXPECT_TRUE(throws_error([&] { nn::attach_lora_file(path("lora.safetensors"), *e); }, {"already carries adapters"}));
+  nn::save_weights(path("weights.safetensors"), *d);
+  auto f = model(DType::F32);
+  EXPECT_TRUE(throws_error([&] { nn::attach_lora_file(path("weights.safetensors"), *f); },
+                           {"weights.safetensors", "no 'transformer.<module>.lora_A.weight'"}));
 }
 
 TEST_F(NnFiles, OptimizerStateThroughAFileResumesBitExactly) {
