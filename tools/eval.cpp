@@ -49,6 +49,8 @@ int run(int argc, char** argv) {
   const std::string out = f.str("--out", ""), grid = f.str("--grid", "");
   for (const std::string& p : {out, grid})
     if (!p.empty() && fs::exists(p) && !f.has("--force")) throw std::runtime_error(p + " exists (use --force)");
+  const std::string lora = f.str("--lora", "");
+  if (!lora.empty() && !fs::is_regular_file(lora)) throw cli::UsageError("--lora: no file '" + lora + "'");
   const int64_t n = f.integer("--per-prompt", 64, 16, 100000);
   const auto seed = static_cast<uint64_t>(f.integer("--seed", 1234, 0));
   f.integer("--steps", 20, 1, 10000);  // validated before anything is loaded
@@ -56,7 +58,6 @@ int run(int argc, char** argv) {
   const auto t0 = std::chrono::steady_clock::now();
   flow::RewardPair rw = flow::make_rewards(f.str("--reward", "aesthetic"), models);
   flow::FlowModel base = flow::load_flow_model(base_dir);
-  const std::string lora = f.str("--lora", "");
   flow::FlowModel model = model_dir == base_dir && lora.empty() ? base : flow::load_flow_model(model_dir);
   if (!lora.empty()) nn::attach_lora_file(lora, *model.net);
   flow::EvalOptions o;

@@ -2,6 +2,7 @@
 //   vgg_st_check write FILE        writes the fixed content below with save_safetensors
 //   vgg_st_check verify FILE       loads a file written by the Python package and checks its fixed content
 //   vgg_st_check verify-bf16 FILE  the same for the Python-written bf16 file
+//   vgg_st_check finite FILE       every floating-point tensor of any file is free of NaN and Inf
 // Exit 0 on success; 1 on a mismatch or a load error (one line on stderr); 2 on a usage error.
 //
 // Content written (i = row-major element index):
@@ -127,18 +128,31 @@ void verify_file(const std::string& path, bool bf16_file) {
   std::map<std::string, std::string> md = {{"producer", "safetensors_interop.py"}, {"format", "np"}};
   require(f.metadata == md, "metadata differs (", f.metadata.size(), " entries)");
 }
+// Throws a Mismatch naming the first tensor with a NaN or Inf.
+void check_finite(const std::string& path) {
+  SafetensorsFile f = load_safetensors(path);
+  for (const auto& [name, t] : f.tensors) {
+    if (!is_floating(t.dtype()) || t.numel() == 0) continue;
+    std::vector<double> v = t.to_vector();
+    for (size_t i = 0; i < v.size(); ++i)
+      require(std::isfinite(v[i]), "tensor '", name, "' element ", i, " is ", v[i]);
+  }
+}
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string cmd = argc > 1 ? argv[1] : "";
-  if (argc != 3 || (cmd != "write" && cmd != "verify" && cmd != "verify-bf16")) {
-    std::fprintf(stderr, "usage: vgg_st_check write|verify|verify-bf16 FILE\n");
+  if (argc != 3 || (cmd != "write" && cmd != "verify" && cmd != "verify-bf16" && cmd != "finite")) {
+    std::fprintf(stderr, "usage: vgg_st_check write|verify|verify-bf16|finite FILE\n");
     return 2;
   }
   try {
     if (cmd == "write") {
       write_file(argv[2]);
       std::printf("wrote %s\n", argv[2]);
+    } else if (cmd == "finite") {
+      check_finite(argv[2]);
+      std::printf("finite %s\n", argv[2]);
     } else {
       verify_file(argv[2], cmd == "verify-bf16");
       std::printf("verified %s\n", argv[2]);

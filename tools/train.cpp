@@ -48,7 +48,7 @@ const std::vector<Spec>& specs() {
       {"reward", "aesthetic", 0, 0, "aesthetic | classifier[:CLASS] | brightness | contrast | symmetry"},
       {"steps", 40, 1, 1e6, "updates"},
       {"batch", 8, 1, 4096, "trajectories per update"},
-      {"beta", 50.0, 1e-9, 1e12, "VGG-Flow inverse temperature beta = 1/lambda"},
+      {"beta", 300.0, 1e-9, 1e12, "VGG-Flow inverse temperature beta = 1/lambda"},
       {"alpha", 1e4, 0, 1e12, "VGG-Flow boundary-loss weight"},
       {"eta", "t2", 0, 0, "VGG-Flow eta_t: t2 | t | 1"},
       {"value_net", "small", 0, 0, "VGG-Flow nu_phi: small (paper) | lora (official code)"},
@@ -77,6 +77,7 @@ const std::vector<Spec>& specs() {
       {"ckpt_every", 20, 1, 1e6, "checkpoint interval (always at the end)"},
       {"base", "", 0, 0, "base model folder (default: models/base)"},
       {"models", "", 0, 0, "networks and probes (default: models/)"},
+      {"inject_nan_grad", 0, 0, 1e6, "test hook: poison the reward gradient of this update with NaN (0 = off)"},
       {"device", "cpu", 0, 0, "cpu (the CUDA backend is not built into vgg_train yet)"},
   };
   return s;
@@ -161,7 +162,36 @@ double mean_reward(const flow::Reward& r, const Tensor& x) {
   return ops::mean(r(x)).item();
 }
 
+// The training reward with a test hook: while armed, its gradient is NaN (the value is not).
+class PoisonableReward : public flow::Reward {
+ public:
+  explicit PoisonableReward(std::shared_ptr<flow::Reward> r) : r_(std::move(r)) {}
+  std::string name() const override { return r_->name(); }
+  Tensor operator()(const Tensor& x) const override { return (*r_)(armed ? m::nan_gradient(x) : x); }
+  bool armed = false;
+
+ private:
+  std::shared_ptr<flow::Reward> r_;
+};
+
+// Empty when every gradient of the groups is finite, else which parameter is not.
+std::string nonfinite_gradient(const std::vector<nn::ParamGroup>& groups) {
+  NoGradGuard ng;
+  for (const auto& g : groups)
+    for (size_t i = 0; i < g.params.size(); ++i) {
+      Tensor gr = g.params[i].grad();
+      if (gr.defined() && !std::isfinite(ops::sum(ops::abs(ops::to(gr, DType::F64))).item()))
+        return "non-finite gradient in " + g.name + " parameter " +
+               (i < g.param_names.size() ? g.param_names[i] : std::to_string(i));
+    }
+  return "";
+}
+
 int run(int argc, char** argv) {
+  const auto t_start = std::chrono::steady_clock::now();
+  auto since = [](std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+  };
   std::set<std::string> value_flags = {"--config", "--out"};
   for (const Spec& s : specs()) value_flags.insert(flag_of(s.key));
   cli::Flags f(argc, argv, value_flags, {"--resume", "--help"});
@@ -197,6 +227,9 @@ int run(int argc, char** argv) {
   const std::string base_dir = cfg["base"].get<std::string>().empty() ? models + "/base" : cfg["base"].get<std::string>();
 
   flow::RewardPair rw = flow::make_rewards(reward_name, models);
+  auto poisonable = std::make_shared<PoisonableReward>(rw.reward);
+  rw.reward = poisonable;
+  const int64_t inject_nan = cfg["inject_nan_grad"];
   m::Policy pol = m::make_policy(flow::load_flow_model(base_dir), cfg["rank"], cfg["guidance"], seed + 11);
   const double shift = pol.model.sampling.shift;
   std::unique_ptr<m::ValueNet> value;
@@ -250,10 +283,12 @@ int run(int argc, char** argv) {
   flow::EvalReference ref = flow::make_reference(pol.model, *rw.fb, test, eo);
   nn::set_lora_enabled(*pol.model.net, true);
   auto evaluate = [&](int64_t at) {
+    const auto te = std::chrono::steady_clock::now();
     Tensor imgs = flow::sample_images(pol.model.velocity(), *pol.model.prompts, flow::per_class_ids(eo.per_prompt),
                                       eo.sampling, eo.seed);
     json e = flow::evaluate_images(imgs, rw, ref);
-    metrics << json{{"step", at}, {"eval", e}}.dump() << "\n" << std::flush;
+    e["seconds"] = since(te);
+    metrics << json{{"step", at}, {"eval", e}, {"elapsed_s", since(t_start)}}.dump() << "\n" << std::flush;
     return e;
   };
   auto grid = [&](int64_t at) {
@@ -285,8 +320,11 @@ int run(int argc, char** argv) {
   const bool relu = cfg["refl_relu"];
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t first = step;
+  int64_t skipped_in_a_row = 0;
   while (step < steps) {
     Generator gen(seed, 5000 + static_cast<uint64_t>(step));
+    poisonable->armed = inject_nan > 0 && step + 1 == inject_nan;
+    const auto tu = std::chrono::steady_clock::now();
     json line{{"step", step + 1}};
     Tensor loss;
     if (method == "vggflow") {
@@ -307,16 +345,33 @@ int run(int argc, char** argv) {
                               : m::draft_loss(pol, *rw.reward, batch, nsteps, shift, cfg["draft_k"], relu, gen, &st);
       line["reward"] = st.reward, line["graph_step"] = st.step;
     }
+    poisonable->armed = false;
     line["loss"] = loss.item();
-    if (!std::isfinite(loss.item())) throw std::runtime_error("loss is not finite at update " + std::to_string(step + 1));
+    // a non-finite loss or gradient skips the whole update (no group moves, nothing NaN is
+    // stored); ten in a row end the run
     opt.zero_grad();
-    backward(loss);
-    nn::StepStats ss = opt.step();
-    for (auto& g : ss.groups) line["grad_norm_" + g.name] = g.grad_norm;
+    std::string bad = std::isfinite(loss.item()) ? "" : "the loss is not finite";
+    if (bad.empty()) {
+      backward(loss);
+      bad = nonfinite_gradient(groups);
+    }
+    if (bad.empty()) {
+      nn::StepStats ss = opt.step();
+      for (auto& g : ss.groups) line["grad_norm_" + g.name] = g.grad_norm;
+      skipped_in_a_row = 0;
+    } else {
+      opt.zero_grad();
+      line["skipped"] = bad;
+      std::fprintf(stderr, "\nvgg_train: warning: update %lld skipped: %s\n", static_cast<long long>(step + 1),
+                   bad.c_str());
+      if (++skipped_in_a_row >= 10)
+        throw std::runtime_error("10 updates in a row skipped for non-finite values (last: " + bad + ")");
+    }
     ++step;
     const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double per = el / static_cast<double>(step - first);
-    line["sec_per_update"] = per;
+    line["sec_per_update"] = per;  // since the first update, evaluations included (the ETA's rate)
+    line["update_s"] = since(tu), line["elapsed_s"] = since(t_start);
     metrics << line.dump() << "\n" << std::flush;
     std::fprintf(stderr, "\r[%lld/%lld] reward %.4f  loss %.4g  %.1f s/update  ETA %s   ", static_cast<long long>(step),
                  static_cast<long long>(steps), line["reward"].get<double>(), loss.item(), per,
@@ -332,7 +387,8 @@ int run(int argc, char** argv) {
     if ((se > 0 && step % se == 0) || step == steps) grid(step);
     if (step % ce == 0 || step == steps) checkpoint(step);
   }
-  std::fprintf(stderr, "\nvgg_train: done; LoRA in %s\n", (out / "checkpoint" / "lora.safetensors").string().c_str());
+  std::fprintf(stderr, "\nvgg_train: done in %s; LoRA in %s\n", cli::format_hms(since(t_start)).c_str(),
+               (out / "checkpoint" / "lora.safetensors").string().c_str());
   return 0;
 }
 

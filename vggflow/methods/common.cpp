@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "autograd/engine.h"
 #include "autograd/grad_mode.h"
+#include "autograd/node.h"
 #include "autograd/ops.h"
 #include "tensor/error.h"
 #include "tensor/factory.h"
@@ -113,6 +115,10 @@ std::vector<double> per_sample_norms(const Tensor& g) {
 
 double quantile(std::vector<double> v, double p) {
   VGG_CHECK(!v.empty() && p >= 0 && p <= 1, "quantile: need values and p in [0, 1], got ", v.size(), " values, p = ", p);
+  // a NaN (a poisoned reward gradient) makes the quantile NaN, so the loss turns NaN and the
+  // update is skipped by the trainer; sorting it would break the strict weak ordering
+  for (double x : v)
+    if (std::isnan(x)) return x;
   std::sort(v.begin(), v.end());
   const double pos = p * static_cast<double>(v.size() - 1);
   const auto lo = static_cast<size_t>(std::floor(pos));
@@ -121,10 +127,21 @@ double quantile(std::vector<double> v, double p) {
 }
 
 Tensor clip_per_sample(const Tensor& g, double threshold) {
-  VGG_CHECK(threshold >= 0, "clip_per_sample: threshold must be >= 0, got ", threshold);
+  VGG_CHECK(!(threshold < 0), "clip_per_sample: threshold must be >= 0, got ", threshold);  // NaN passes through
   std::vector<double> n = per_sample_norms(g), s(n.size());
   for (size_t i = 0; i < n.size(); ++i) s[i] = n[i] > threshold ? threshold / n[i] : 1.0;
   return ops::mul(g, per_sample(from_vector(s, {g.size(0)}, opts(DType::F64)), g));
+}
+
+Tensor nan_gradient(const Tensor& x) {
+  Tensor y = ops::mul(x, 1.0);
+  if (!any_requires_grad({&x})) return y;
+  Tensor out = y.detach();
+  auto node = record("nan_gradient", {x}, {&out});
+  node->backward = [](const Grads& g, const std::vector<bool>&) -> Grads {
+    return {ops::mul(g[0], std::numeric_limits<double>::quiet_NaN())};
+  };
+  return out;
 }
 
 }  // namespace vgg::flow::methods

@@ -56,11 +56,15 @@ RewardGrad reward_gradient(const Reward& r, const Tensor& x);
 
 // Per-sample L2 norms of a [B, ...] tensor (f64 values).
 std::vector<double> per_sample_norms(const Tensor& g);
-// The p-quantile (0..1, linear interpolation, as numpy's default) of values.
+// The p-quantile (0..1, linear interpolation, as numpy's default) of values; NaN when one is NaN.
 double quantile(std::vector<double> values, double p);
 // Rescales each sample to norm min(‖g_i‖, threshold) (paper §5.1: clipped at the batch's 80th
 // percentile of norms).
 Tensor clip_per_sample(const Tensor& g, double threshold);
+
+// Test hook: the identity whose backward returns NaN (vgg_train --inject-nan-grad poisons the
+// reward gradient of one update with it to exercise the skip path).
+Tensor nan_gradient(const Tensor& x);
 
 // σ per sample as a [B, 1, 1, 1] tensor for broadcasting.
 Tensor per_sample(const Tensor& sigma, const Tensor& like);
