@@ -74,7 +74,14 @@ int run(int argc, char** argv) {
                                         : flow::sample_images(model.velocity(), *model.prompts, flow::per_class_ids(n),
                                                               o.sampling, o.seed);
   nlohmann::json j = flow::evaluate_images(images, rw, ref);
-  j["model"] = model_dir, j["base"] = base_dir, j["lora"] = lora, j["reward_name"] = f.str("--reward", "aesthetic");
+  // paths as the user would type them from here (no absolute paths of this machine in reports)
+  auto shown = [](const std::string& p) {
+    if (p.empty()) return p;
+    std::error_code ec;
+    const std::string r = fs::relative(p, fs::current_path(), ec).string();
+    return ec || r.empty() || r.rfind("..", 0) == 0 ? p : r;
+  };
+  j["model"] = shown(model_dir), j["base"] = shown(base_dir), j["lora"] = shown(lora), j["reward_name"] = f.str("--reward", "aesthetic");
   j["steps"] = o.sampling.steps, j["guidance"] = o.sampling.guidance, j["seed"] = o.seed;
   j["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("reward %.4f ± %.4f   gold %.4f ± %.4f\n", j["reward"].get<double>(), j["reward_std"].get<double>(),

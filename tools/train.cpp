@@ -77,6 +77,7 @@ const std::vector<Spec>& specs() {
       {"ckpt_every", 20, 1, 1e6, "checkpoint interval (always at the end)"},
       {"base", "", 0, 0, "base model folder (default: models/base)"},
       {"models", "", 0, 0, "networks and probes (default: models/)"},
+      {"eval_cache", "", 0, 0, "file that keeps the evaluation reference for later runs (recomputed when stale)"},
       {"inject_nan_grad", 0, 0, 1e6, "test hook: poison the reward gradient of this update with NaN (0 = off)"},
       {"device", "cpu", 0, 0, "cpu (the CUDA backend is not built into vgg_train yet)"},
   };
@@ -277,15 +278,29 @@ int run(int argc, char** argv) {
   flow::ImageSet test = flow::load_fashion_mnist(false, "", 32);
   std::fprintf(stderr, "vgg_train: %s, reward %s, %lld updates of %lld trajectories -> %s\n", method.c_str(),
                reward_name.c_str(), static_cast<long long>(steps), static_cast<long long>(batch), out.string().c_str());
-  std::fprintf(stderr, "vgg_train: computing the evaluation reference (%lld base samples per prompt, twice)...\n",
+  std::fprintf(stderr, "vgg_train: evaluation reference (%lld base samples per prompt, twice)...\n",
                static_cast<long long>(eo.per_prompt));
-  nn::set_lora_enabled(*pol.model.net, false);  // the reference samples come from the base
-  flow::EvalReference ref = flow::make_reference(pol.model, *rw.fb, test, eo);
-  nn::set_lora_enabled(*pol.model.net, true);
+  flow::EvalReference ref;
+  const std::string cache = cfg["eval_cache"];
+  std::vector<std::string> key_files = {models + "/fb.safetensors"};
+  for (const auto& e : fs::directory_iterator(base_dir))
+    if (e.is_regular_file()) key_files.push_back(e.path().string());
+  const std::string key = cache.empty() ? "" : flow::reference_key(eo, key_files);
+  if (!cache.empty() && flow::load_reference(cache, key, eo, &ref)) {
+    std::fprintf(stderr, "vgg_train: evaluation reference from %s\n", cache.c_str());
+  } else {
+    nn::set_lora_enabled(*pol.model.net, false);  // the reference samples come from the base
+    ref = flow::make_reference(pol.model, *rw.fb, test, eo);
+    nn::set_lora_enabled(*pol.model.net, true);
+    if (!cache.empty()) flow::save_reference(cache, ref, key);
+  }
   auto evaluate = [&](int64_t at) {
     const auto te = std::chrono::steady_clock::now();
-    Tensor imgs = flow::sample_images(pol.model.velocity(), *pol.model.prompts, flow::per_class_ids(eo.per_prompt),
-                                      eo.sampling, eo.seed);
+    // at update 0 the adapters add exactly zero (B = 0), so the model's seed-A samples are the
+    // base's, which the reference already holds
+    Tensor imgs = at == 0 ? ref.base_images_a
+                          : flow::sample_images(pol.model.velocity(), *pol.model.prompts,
+                                                flow::per_class_ids(eo.per_prompt), eo.sampling, eo.seed);
     json e = flow::evaluate_images(imgs, rw, ref);
     e["seconds"] = since(te);
     metrics << json{{"step", at}, {"eval", e}, {"elapsed_s", since(t_start)}}.dump() << "\n" << std::flush;

@@ -1,11 +1,16 @@
 #include "vggflow/evaluate.h"
 
+#include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "autograd/grad_mode.h"
 #include "autograd/ops.h"
 #include "tensor/error.h"
 #include "tensor/factory.h"
+#include "tensor/safetensors.h"
 
 namespace vgg::flow {
 
@@ -58,6 +63,92 @@ EvalReference make_reference(const FlowModel& base, FeatureNet& fb, const ImageS
   ref.fd_real_floor = frechet_distance(fit_gaussian(ra), ref.real_b);
   ref.real_pixels = pixel_stats(ops::narrow(real, 0, 0, total));
   return ref;
+}
+
+namespace {
+uint64_t fnv1a_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  VGG_CHECK(in, "reference_key: cannot read ", path);
+  uint64_t h = 1469598103934665603ull;
+  std::vector<char> buf(1 << 16);
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    for (std::streamsize i = 0; i < in.gcount(); ++i) h = (h ^ static_cast<unsigned char>(buf[i])) * 1099511628211ull;
+  }
+  return h;
+}
+
+Tensor gaussians_to(const std::vector<Gaussian>& gs, bool cov) {
+  const int64_t d = gs.at(0).dim;
+  std::vector<double> v;
+  for (const Gaussian& g : gs) v.insert(v.end(), (cov ? g.cov : g.mean).begin(), (cov ? g.cov : g.mean).end());
+  return cov ? from_vector(v, {static_cast<int64_t>(gs.size()), d, d}, opts(DType::F64))
+             : from_vector(v, {static_cast<int64_t>(gs.size()), d}, opts(DType::F64));
+}
+}  // namespace
+
+std::string reference_key(const EvalOptions& o, const std::vector<std::string>& files) {
+  std::ostringstream k;
+  k.precision(17);
+  k << "eval-reference v1 n=" << o.per_prompt << " div=" << o.diversity_n << " seed=" << o.seed
+    << " steps=" << o.sampling.steps << " shift=" << o.sampling.shift << " guidance=" << o.sampling.guidance;
+  std::vector<std::string> sorted = files;
+  std::sort(sorted.begin(), sorted.end());
+  for (const std::string& f : sorted) k << " " << std::hex << fnv1a_file(f) << std::dec;
+  return k.str();
+}
+
+void save_reference(const std::string& path, const EvalReference& ref, const std::string& key) {
+  std::vector<Gaussian> real = {ref.real_b};
+  std::vector<std::pair<std::string, Tensor>> t = {
+      {"base_b_mean", gaussians_to(ref.base_b, false)},
+      {"base_b_cov", gaussians_to(ref.base_b, true)},
+      {"fd_base_floor", from_vector(ref.fd_base_floor, {static_cast<int64_t>(ref.fd_base_floor.size())}, opts(DType::F64))},
+      {"real_b_mean", gaussians_to(real, false)},
+      {"real_b_cov", gaussians_to(real, true)},
+      {"fd_real_floor", from_vector(std::vector<double>{ref.fd_real_floor}, {1}, opts(DType::F64))},
+      {"real_pixels", from_vector(std::vector<double>{ref.real_pixels.near_black, ref.real_pixels.near_white,
+                                                      ref.real_pixels.entropy_bits},
+                                  {3}, opts(DType::F64))},
+      {"base_images_a", ref.base_images_a},
+  };
+  save_safetensors(path, t,
+                   {{"key", key}, {"base_n", std::to_string(ref.base_b.at(0).n)}, {"real_n", std::to_string(ref.real_b.n)}});
+}
+
+bool load_reference(const std::string& path, const std::string& key, const EvalOptions& o, EvalReference* ref) {
+  if (!std::filesystem::exists(path)) return false;
+  SafetensorsFile f = load_safetensors(path);
+  auto it = f.metadata.find("key");
+  if (it == f.metadata.end() || it->second != key) return false;
+  auto unpack = [&](const char* mean, const char* cov, int64_t n) {
+    const Tensor& m = f.at(mean);
+    const Tensor& c = f.at(cov);
+    VGG_CHECK(m.dim() == 2 && c.dim() == 3 && c.size(0) == m.size(0) && c.size(1) == m.size(1) && c.size(2) == m.size(1),
+              path, ": ", mean, " ", describe(m), " and ", cov, " ", describe(c), " do not fit");
+    std::vector<Gaussian> gs(static_cast<size_t>(m.size(0)));
+    const std::vector<double> mv = m.to_vector(), cv = c.to_vector();
+    const auto d = static_cast<size_t>(m.size(1));
+    for (size_t i = 0; i < gs.size(); ++i) {
+      gs[i].dim = m.size(1), gs[i].n = n;
+      gs[i].mean.assign(mv.begin() + static_cast<std::ptrdiff_t>(i * d), mv.begin() + static_cast<std::ptrdiff_t>((i + 1) * d));
+      gs[i].cov.assign(cv.begin() + static_cast<std::ptrdiff_t>(i * d * d),
+                       cv.begin() + static_cast<std::ptrdiff_t>((i + 1) * d * d));
+    }
+    return gs;
+  };
+  EvalReference r;
+  r.opt = o;
+  r.base_b = unpack("base_b_mean", "base_b_cov", std::stoll(f.metadata.at("base_n")));
+  r.real_b = unpack("real_b_mean", "real_b_cov", std::stoll(f.metadata.at("real_n"))).at(0);
+  r.fd_base_floor = f.at("fd_base_floor").to_vector();
+  r.fd_real_floor = f.at("fd_real_floor").to_vector().at(0);
+  const std::vector<double> px = f.at("real_pixels").to_vector();
+  VGG_CHECK(px.size() == 3 && r.fd_base_floor.size() == r.base_b.size(), path, ": malformed evaluation reference");
+  r.real_pixels = {px[0], px[1], px[2]};
+  r.base_images_a = f.at("base_images_a");
+  *ref = std::move(r);
+  return true;
 }
 
 nlohmann::json evaluate_images(const Tensor& images, const RewardPair& rw, const EvalReference& ref) {

@@ -12,6 +12,7 @@
 //                       detectors), next to the real test set's values
 #pragma once
 #include <nlohmann/json.hpp>
+#include <string>
 #include <vector>
 
 #include "vggflow/data.h"
@@ -40,6 +41,14 @@ struct EvalReference {
 };
 
 EvalReference make_reference(const FlowModel& base, FeatureNet& fb, const ImageSet& test, const EvalOptions& o);
+
+// A reference computed once can be reused by later runs (tools/compare passes one file to every
+// run). The key names everything the reference depends on: the options and a hash of the bytes
+// of every given file (the base model's folder, F_B); a file whose key differs is recomputed.
+std::string reference_key(const EvalOptions& o, const std::vector<std::string>& files);
+void save_reference(const std::string& path, const EvalReference& ref, const std::string& key);
+// True and ref filled when path exists and holds a reference with this key (the key of o).
+bool load_reference(const std::string& path, const std::string& key, const EvalOptions& o, EvalReference* ref);
 
 // Metrics of images [10·n, 1, 32, 32] sampled from per_class_ids(n) with seed A.
 nlohmann::json evaluate_images(const Tensor& images, const RewardPair& rewards, const EvalReference& ref);

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "autograd/gradcheck.h"
 #include "tests/support/test_support.h"
@@ -209,7 +210,26 @@ TEST(Evaluation, TheBaseSitsExactlyAtTheNoiseFloor) {
   // another model is away from the base: above the floor on average
   flow::FlowModel other = small_flow_model(9);
   Tensor imgs = flow::sample_images(other.velocity(), *other.prompts, flow::per_class_ids(6), o.sampling, o.seed);
-  EXPECT_GT(flow::evaluate_images(imgs, rw, ref)["fd_base"].get<double>(), j["fd_base_floor"].get<double>());
+  const nlohmann::json jo = flow::evaluate_images(imgs, rw, ref);
+  EXPECT_GT(jo["fd_base"].get<double>(), j["fd_base_floor"].get<double>());
+  // a saved reference gives the same metrics; another key (options or file bytes) is not loaded
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("vgg_ref_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const std::string file = (dir / "ref.safetensors").string(), weights = (dir / "w.bin").string();
+  std::ofstream(weights) << "abc";
+  const std::string key = flow::reference_key(o, {weights});
+  flow::save_reference(file, ref, key);
+  flow::EvalReference back;
+  ASSERT_TRUE(flow::load_reference(file, key, o, &back));
+  EXPECT_EQ(flow::evaluate_images(imgs, rw, back).dump(), jo.dump());
+  flow::EvalOptions o2 = o;
+  o2.sampling.guidance += 1;
+  EXPECT_FALSE(flow::load_reference(file, flow::reference_key(o2, {weights}), o2, &back));
+  std::ofstream(weights) << "abd";
+  EXPECT_FALSE(flow::load_reference(file, flow::reference_key(o, {weights}), o, &back));
+  EXPECT_FALSE(flow::load_reference((dir / "none.safetensors").string(), key, o, &back));
+  fs::remove_all(dir);
   // too few real images for the floor
   o.per_prompt = 20;
   EXPECT_TRUE(throws_error([&] { flow::make_reference(base, *rw.fb, test, o); }, {"real test images"}));
