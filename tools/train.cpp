@@ -54,6 +54,7 @@ const std::vector<Spec>& specs() {
       {"value_net", "small", 0, 0, "VGG-Flow nu_phi: small (paper) | lora (official code)"},
       {"value_prompt_free", false, 0, 0, "nu_phi sees the empty prompt (official code) instead of the prompt"},
       {"fd", "central", 0, 0, "finite differences: central (paper) | onesided (official code)"},
+      {"derivatives", "fd", 0, 0, "VGG-Flow consistency derivatives: fd (finite differences, eqs. 43-45) | exact (forward-mode JVP + Hessian-vector products)"},
       {"fd_eps", 1e-3, 1e-9, 1.0, "finite-difference step"},
       {"fd_time_scale", 1.0, 0, 1e6, "factor on the time derivative (official code: 0.001)"},
       {"base_direction_grad", false, 0, 0, "phi also learns through eq. 45's direction (official code)"},
@@ -140,6 +141,7 @@ json resolve(const cli::Flags& f) {
   if (method != "vggflow" && method != "refl" && method != "draft")
     throw cli::UsageError("--method must be vggflow, refl or draft, got '" + method + "'");
   if (j["fd"] != "central" && j["fd"] != "onesided") throw cli::UsageError("--fd must be central or onesided");
+  if (j["derivatives"] != "fd" && j["derivatives"] != "exact") throw cli::UsageError("--derivatives must be fd or exact");
   if (j["value_net"] != "small" && j["value_net"] != "lora") throw cli::UsageError("--value-net must be small or lora");
   try {
     m::parse_eta(j["eta"]);
@@ -241,6 +243,7 @@ int run(int argc, char** argv) {
     vo.fd_eps = cfg["fd_eps"], vo.central = cfg["fd"] == "central", vo.fd_time_scale = cfg["fd_time_scale"];
     vo.base_direction_grad = cfg["base_direction_grad"], vo.clip_quantile = cfg["clip_quantile"];
     vo.clip_fixed = cfg["clip_fixed"], vo.bins = cfg["bins"];
+    vo.derivatives = m::parse_derivatives(cfg.value("derivatives", "fd"));  // runs from before the setting: fd
   }
   std::vector<nn::ParamGroup> groups(1);
   groups[0].name = "theta";

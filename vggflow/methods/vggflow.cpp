@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "autograd/engine.h"
+#include "autograd/forward_ad.h"
 #include "autograd/grad_mode.h"
 #include "autograd/ops.h"
 #include "nn/layers.h"
@@ -17,6 +19,22 @@ Eta parse_eta(const std::string& s) {
   VGG_FAIL("unknown eta schedule '", s, "' (t2, t or 1)");
 }
 
+Derivatives parse_derivatives(const std::string& s) {
+  if (s == "fd") return Derivatives::FiniteDifference;
+  if (s == "exact") return Derivatives::Exact;
+  VGG_FAIL("unknown derivatives '", s, "' (fd or exact)");
+}
+
+Tensor eta_tangent(Eta e, const Tensor& sigma, const Tensor& dsigma, const Tensor& like) {
+  // t = 1 − σ, dt = −dσ: d(t²) = 2t·dt, d(t) = dt, d(1) = 0
+  Tensor dt = ops::neg(ops::to(dsigma, DType::F64));
+  Tensor t = ops::sub(ones(sigma.shape(), opts(DType::F64)), ops::to(sigma, DType::F64));
+  Tensor d = e == Eta::Quadratic ? ops::mul(ops::mul(t, dt), 2.0)
+             : e == Eta::Linear  ? dt
+                                 : zeros(sigma.shape(), opts(DType::F64));
+  return per_sample(d, like);
+}
+
 Tensor eta_weight(Eta e, const Tensor& sigma, const Tensor& like) {
   Tensor t = ops::sub(ones(sigma.shape(), opts(DType::F64)), ops::to(sigma, DType::F64));
   Tensor w = e == Eta::Quadratic ? ops::square(t) : e == Eta::Linear ? t : ones(sigma.shape(), opts(DType::F64));
@@ -30,7 +48,7 @@ ValueNet::ValueNet(const std::string& kind, const FlowModel& base, double beta, 
     : kind_(kind), beta_(beta), prompt_free_(prompt_free) {
   VGG_CHECK(beta > 0, "value net: beta must be > 0, got ", beta);
   Generator g(seed, 77);
-  nn::LayerOptions o{DType::F32, Device::cpu(), &g};
+  nn::LayerOptions o{base.net->param_dtype(), Device::cpu(), &g};  // f32 for the shipped base
   if (kind == "small") {
     nn::MMDiTConfig c = base.cfg;
     c.num_layers = 2;
@@ -136,6 +154,7 @@ Tensor consistency_residual(const Field& g, const Field& u_base, const Tensor& x
 Tensor consistency_residual_with_g(const Field& g, const Field& u_base, const Tensor& x, const Tensor& sigma,
                                    const VGGFlowOptions& o, Tensor* g_at_x) {
   VGG_CHECK(o.fd_eps > 0, "consistency: the finite-difference step must be > 0, got ", o.fd_eps);
+  VGG_CHECK(!o.base_transpose, "consistency: base_transpose needs exact derivatives (a finite difference gives J·g)");
   const double eps = o.fd_eps;
   Tensor g0 = g(x, sigma);
   if (g_at_x) *g_at_x = g0;
@@ -168,6 +187,173 @@ Tensor consistency_residual_with_g(const Field& g, const Field& u_base, const Te
     jv_g = ops::neg(ops::div(ops::sub(plus, minus), o.central ? ops::mul(h2, 2.0) : h2));
   }
   return ops::add(ops::add(dg_dt, jg_w), jv_g);
+}
+
+// ---------------------------------------------------------------------------------------------
+// exact derivatives (the ε → 0 limit of the differences above)
+
+namespace {
+
+// The tangent of y at the open level, zeros when y does not depend on the dual inputs.
+Tensor tangent_or_zeros(const Tensor& y) {
+  Tensor t = fwad::tangent(y);
+  return t.defined() ? t : zeros_like(y);
+}
+
+Tensor dual(const Tensor& t, const Tensor& dt) { return dt.defined() ? fwad::make_dual(t, dt) : t; }
+
+}  // namespace
+
+FieldJvp forward_mode_jvp(const Field& f) {
+  return [f](const Tensor& x, const Tensor& sigma, const Tensor& dx, const Tensor& dsigma) {
+    auto [ys, ts] = fwad::jvp([&](const std::vector<Tensor>& in) { return std::vector<Tensor>{f(in[0], in[1])}; },
+                              {x, sigma}, {dx, dsigma});
+    return FieldTangent{ys[0], ts[0]};
+  };
+}
+
+Tensor consistency_residual_exact(const Field& g, const Field& u_base, const Tensor& x, const Tensor& sigma,
+                                  const VGGFlowOptions& o, Tensor* g_at_x) {
+  Tensor g0, ub0;
+  {
+    NoGradGuard ng;
+    g0 = g(x, sigma);
+    ub0 = u_base(x, sigma);
+  }
+  return consistency_residual_from_jvp(g0, ub0, forward_mode_jvp(g), u_base, x, sigma, o, g_at_x);
+}
+
+Tensor consistency_residual_from_jvp(const Tensor& g0, const Tensor& ub0, const FieldJvp& g_jvp, const Field& u_base,
+                                     const Tensor& x, const Tensor& sigma, const VGGFlowOptions& o, Tensor* g_at_x) {
+  VGG_CHECK(!fwad::level_open(), "consistency (exact): a forward-AD level is already open (levels do not nest)");
+  const bool outer_grad = grad_enabled();
+  // (43) + (44): fd_time_scale·∂_t g + [∇g]·w in one directional derivative along (w, dt = ts),
+  // i.e. dσ = −ts; w = sg[v_base − β g] = sg[−u_base − β g] (the FD version's direction)
+  Tensor w = ops::sub(ops::neg(ub0.detach()), ops::mul(g0.detach(), o.beta)).detach();
+  Tensor dsigma = full({sigma.size(0)}, -o.fd_time_scale, opts(sigma.dtype(), sigma.device()));
+  FieldTangent gt = g_jvp(x, sigma, ops::to(w, x.dtype()), dsigma);
+  if (g_at_x) *g_at_x = gt.value;
+  // (45) [∇v_base]·g (or its transpose), v_base = −u_base, along sg[g] (paper) or g (code)
+  Tensor dir = o.base_direction_grad ? gt.value : g0.detach();
+  dir = ops::to(dir, x.dtype());
+  const bool through_dir = o.base_direction_grad && outer_grad;
+  Tensor ju;
+  if (!o.base_transpose) {
+    GradModeGuard gm(through_dir);
+    fwad::DualLevel level;
+    ju = tangent_or_zeros(u_base(fwad::make_dual(x, dir), sigma));
+  } else {
+    GradModeGuard gm(true);
+    Tensor xi = x.detach().requires_grad_(true);
+    Tensor y = u_base(xi, sigma);
+    if (y.requires_grad()) {
+      // create_graph keeps [∇u_base]ᵀ·dir differentiable in dir (its only path to φ)
+      ju = grad({y}, {xi}, {ops::to(through_dir ? dir : dir.detach(), y.dtype())}, /*create_graph=*/through_dir,
+                /*allow_unused=*/true)[0];
+    }
+    if (!ju.defined()) ju = zeros_like(x);
+    if (!through_dir) ju = ju.detach();
+  }
+  return ops::sub(gt.tangent, ops::to(ju, gt.tangent.dtype()));
+}
+
+Field value_gradient_field(const Policy& p, const ValueNet& value, const Reward& reward, const Conditioning& cond,
+                           const Conditioning& uncond, Eta eta, double clip_threshold) {
+  const Policy* pp = &p;
+  const ValueNet* vp = &value;
+  const Reward* rp = &reward;
+  const Conditioning* cp = &cond;
+  const Conditioning* up = &uncond;
+  return [=](const Tensor& xp, const Tensor& sp) {
+    Tensor u;
+    {
+      NoGradGuard ng;
+      u = pp->velocity(xp, sp, *cp, *up);
+    }
+    RewardGrad rg = reward_gradient(*rp, forward_looking_x1(xp, sp, u));
+    return value_gradient(clip_per_sample(rg.grad, clip_threshold), vp->nu(xp, sp, *cp, *up), eta_weight(eta, sp, xp));
+  };
+}
+
+FieldJvp value_gradient_jvp(const Policy& p, const ValueNet& value, const Reward& reward, const Conditioning& cond,
+                            const Conditioning& uncond, Eta eta, double clip_threshold) {
+  const Policy* pp = &p;
+  const ValueNet* vp = &value;
+  const Reward* rp = &reward;
+  const Conditioning* cp = &cond;
+  const Conditioning* up = &uncond;
+  return [=](const Tensor& x, const Tensor& sigma, const Tensor& dx0, const Tensor& ds0) {
+    VGG_CHECK(!fwad::level_open(), "value_gradient_jvp: a forward-AD level is already open (levels do not nest)");
+    const Tensor dx = dx0.defined() ? dx0 : zeros_like(x);
+    const Tensor ds = ds0.defined() ? ds0 : zeros_like(sigma);
+    // the policy velocity u and its JVP, no graph (as the FD version's no-graph pass); both CFG
+    // branches carry the tangent (the stop-gradient on the unconditional branch is for θ only)
+    Tensor u, du;
+    {
+      NoGradGuard ng;
+      fwad::DualLevel level;
+      Tensor y = pp->velocity(dual(x, dx), dual(sigma, ds), *cp, *up, /*sg_uncond=*/false);
+      du = tangent_or_zeros(y).detach();
+      u = y.detach();
+    }
+    // x̂₁ = x − σ u, d x̂₁ = dx − dσ·u − σ·du
+    Tensor x1 = forward_looking_x1(x, sigma, u);
+    Tensor dx1 = ops::sub(ops::sub(dx, ops::mul(per_sample(ds, x), u)), ops::mul(per_sample(sigma, x), du)).detach();
+    // ∇r(x̂₁) and H_r(x̂₁)·d x̂₁ by double backward
+    Tensor q, hq;
+    {
+      GradModeGuard gm(true);
+      Tensor xi = x1.detach().requires_grad_(true);
+      Tensor rv = (*rp)(xi);
+      Tensor gq = grad({ops::sum(rv)}, {xi}, {}, /*create_graph=*/true)[0];
+      if (gq.requires_grad())
+        hq = grad({ops::sum(ops::mul(gq, ops::to(dx1, gq.dtype())))}, {xi}, {}, false, /*allow_unused=*/true)[0];
+      q = gq.detach();
+    }
+    if (!hq.defined()) hq = zeros_like(q);
+    hq = hq.detach();
+    // per-sample clip s·q with s = threshold/‖q‖ when ‖q‖ > threshold:
+    //   d(s q) = s·(dq − q̂⟨q̂, dq⟩), q̂ = q/‖q‖ (the threshold is a constant of the update)
+    Tensor qc = clip_per_sample(q, clip_threshold), dqc;
+    {
+      NoGradGuard ng;
+      const int64_t B = q.size(0);
+      std::vector<double> n = per_sample_norms(q);
+      Tensor q64 = ops::reshape(ops::to(q, DType::F64), {B, -1}), hq64 = ops::reshape(ops::to(hq, DType::F64), {B, -1});
+      std::vector<double> dots = ops::sum(ops::mul(q64, hq64), {1}).to_vector();
+      std::vector<double> a(static_cast<size_t>(B)), b(static_cast<size_t>(B));
+      for (size_t i = 0; i < n.size(); ++i) {
+        const bool clipped = n[i] > clip_threshold;
+        const double s = clipped ? clip_threshold / n[i] : 1.0;
+        a[i] = s;
+        b[i] = clipped ? s * dots[i] / (n[i] * n[i]) : 0.0;
+      }
+      dqc = ops::sub(ops::mul(hq, per_sample(from_vector(a, {B}, opts(DType::F64)), hq)),
+                     ops::mul(q, per_sample(from_vector(b, {B}, opts(DType::F64)), q)));
+    }
+    // ν_φ and its tangent, with the graph to φ (reverse-over-forward)
+    Tensor nu, dnu;
+    {
+      fwad::DualLevel level;
+      nu = vp->nu(dual(x, dx), dual(sigma, ds), *cp, *up);
+      dnu = tangent_or_zeros(nu);
+    }
+    // g = −η·clip(q) + ν, dg = −(dη·clip(q) + η·d clip(q)) + dν
+    Tensor eta_w = eta_weight(eta, sigma, x), deta = eta_tangent(eta, sigma, ds, x);
+    Tensor g = value_gradient(qc, nu, eta_w);
+    Tensor dterm = ops::add(ops::mul(ops::to(deta, nu.dtype()), ops::to(qc, nu.dtype())),
+                            ops::mul(ops::to(eta_w, nu.dtype()), ops::to(dqc, nu.dtype())));
+    return FieldTangent{g, ops::sub(dnu, dterm)};
+  };
+}
+
+Field base_velocity_field(const Policy& p, const Conditioning& cond, const Conditioning& uncond) {
+  const Policy* pp = &p;
+  const Conditioning* cp = &cond;
+  const Conditioning* up = &uncond;
+  return [=](const Tensor& xp, const Tensor& sp) {
+    return pp->velocity(xp, sp, *cp, *up, /*sg_uncond=*/false, /*base=*/true);
+  };
 }
 
 Tensor boundary_loss(const Tensor& nu_at_x1) { return ops::mean(ops::square(nu_at_x1)); }
@@ -211,21 +397,24 @@ Tensor vggflow_loss(const Policy& p, const ValueNet& value, const Reward& reward
     const double thr = o.clip_fixed > 0 ? o.clip_fixed : quantile(norms, o.clip_quantile);
     st.clip_threshold += thr / static_cast<double>(slots);
     st.reward_x1hat += ops::mean(rg0.value).item() / static_cast<double>(slots);
-    // g_φ(x', σ') of eq. 16 at any point: the forward-looking term from a no-graph policy pass
-    Field gfield = [&](const Tensor& xp, const Tensor& sp) {
-      Tensor up;
+    // g_φ of eq. 16 (value_gradient_field / value_gradient_jvp) and the base velocity
+    Field ubase = base_velocity_field(p, r.cond, r.uncond);
+    Tensor g0, res, ub;
+    if (o.derivatives == Derivatives::Exact) {
+      // g at (x, σ) from this transition's reward gradient (the same x̂₁), no graph: it fixes
+      // the directions; the JVP pass returns g again with its graph
+      Tensor gv;
       {
         NoGradGuard ng;
-        up = p.velocity(xp, sp, r.cond, r.uncond);
+        ub = ubase(x, sigma);
+        gv = value_gradient(clip_per_sample(rg0.grad, thr), value.nu(x, sigma, r.cond, r.uncond),
+                            eta_weight(o.eta, sigma, x));
       }
-      RewardGrad rg = reward_gradient(reward, forward_looking_x1(xp, sp, up));
-      return value_gradient(clip_per_sample(rg.grad, thr), value.nu(xp, sp, r.cond, r.uncond), eta_weight(o.eta, sp, xp));
-    };
-    Field ubase = [&](const Tensor& xp, const Tensor& sp) { return p.velocity(xp, sp, r.cond, r.uncond, true, true); };
-    Tensor g0;
-    Tensor res = consistency_residual_with_g(gfield, ubase, x, sigma, o, &g0);
-    Tensor ub;
-    {
+      res = consistency_residual_from_jvp(gv, ub, value_gradient_jvp(p, value, reward, r.cond, r.uncond, o.eta, thr),
+                                          ubase, x, sigma, o, &g0);
+    } else {
+      res = consistency_residual_with_g(value_gradient_field(p, value, reward, r.cond, r.uncond, o.eta, thr), ubase, x,
+                                        sigma, o, &g0);
       NoGradGuard ng;
       ub = ubase(x, sigma);
     }

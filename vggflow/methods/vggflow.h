@@ -18,6 +18,40 @@
 //     fixed norm of 1 (--clip-fixed 1 reproduces it)
 //   * boundary loss (eq. 13) at (x₁, t = 1), where it reduces to ‖ν_φ(x₁, 1)‖²; the code uses
 //     the last sampling step's input
+//
+// Derivatives of the consistency residual (eq. 12), --derivatives:
+//   fd     directional finite differences, eqs. 43–45 (the paper and the code);
+//   exact  the ε → 0 limit of the same differences (consistency_residual_exact):
+//            ∂_t g and [∇g]·w together as one directional derivative of g along (w, t-step 1)
+//              (times fd_time_scale on the t part): ν_φ by forward mode (a dual pass, so φ
+//              learns through the tangent, reverse-over-forward); the forward-looking term
+//              −η_t·clip(∇r(x̂₁)) by the chain rule
+//                d x̂₁ = dx + dt·u − σ·[J_u·(dx, dσ)]      (u = u_θ^cfg, SD3 variables; J_u by
+//                                                          forward mode through the policy)
+//                d ∇r(x̂₁) = H_r(x̂₁)·d x̂₁                (Hessian-vector product by double
+//                                                          backward: ∇⟨∇r, d x̂₁⟩)
+//                d clip(q) = s·(dq − q̂⟨q̂, dq⟩) when ‖q‖ > threshold (s = threshold/‖q‖, q̂ = q/‖q‖),
+//                          else dq
+//                  (the threshold, the batch quantile, is a constant of the update as in the FD
+//                  version, whose shifted evaluations re-clip at the same threshold; the
+//                  per-sample rescaling itself is differentiated, as the differences do)
+//                d η_t = η'(t)·dt;
+//            [∇v_base]·g by forward mode through the frozen base network along sg[g] (or g with
+//            base_direction_grad, so φ learns through the tangent).
+//          The shifted evaluations of the FD version re-run the policy at the shifted point, so
+//          its limit contains the policy's Jacobian in d x̂₁; eq. 16's stop-gradient only says
+//          that the reward gradient is taken at x̂₁ (not through x̂₁(x)). No step size: the
+//          networks embed τ = 1000σ with sinusoids of up to 1 rad per τ unit, so ∂_t by a
+//          difference of step ε (in t) carries an O((1000ε)²) relative error on those components.
+// Jacobian vs transpose. Eq. 12 (the gradient of the HJB) has [∇g]ᵀw and [∇v_base]ᵀg. A
+// directional difference yields J·w, so FD computes J·w, and `exact` computes the same J·w
+// (its ε → 0 limit). The two agree when the Jacobians are symmetric (g = ∇V: a Hessian; an ideal
+// flow-matching velocity: a combination of scores). base_transpose (exact only) uses
+// [∇v_base]ᵀg instead: a vector-Jacobian product of the base network by reverse mode, built
+// with create_graph when base_direction_grad so that φ learns through it (that needs double
+// backward through the base network, which its fused attention kernel does not provide, so
+// base_transpose with base_direction_grad works for fields without it only). [∇g]ᵀw is not
+// offered.
 #pragma once
 #include <functional>
 #include <memory>
@@ -38,7 +72,8 @@ Tensor eta_weight(Eta e, const Tensor& sigma, const Tensor& like);
 //   "lora"  (the official code's default): a copy of the base network with rank-8 LoRA on the
 //           attention projections and a trainable output projection scaled by 1e-5.
 // The network output is in velocity units and ν_φ = output / β (as the code scales it). It sees
-// the prompt's conditioning, or the empty prompt's (the code's choice) with prompt_free.
+// the prompt's conditioning, or the empty prompt's (the code's choice) with prompt_free. Its
+// parameters take the base network's dtype.
 class ValueNet {
  public:
   ValueNet(const std::string& kind, const FlowModel& base, double beta, bool prompt_free, uint64_t seed);
@@ -61,6 +96,10 @@ class ValueNet {
   std::vector<std::string> names_;
 };
 
+// How the consistency residual's derivatives are computed (see the top of this file).
+enum class Derivatives { FiniteDifference, Exact };
+Derivatives parse_derivatives(const std::string& s);  // "fd", "exact"
+
 struct VGGFlowOptions {
   double beta = 1.0;        // β = 1/λ, the inverse temperature
   double alpha = 1e4;       // boundary-loss weight α (eq. 15)
@@ -72,6 +111,8 @@ struct VGGFlowOptions {
   double clip_quantile = 0.8;        // per-sample ∇r clip at this batch quantile
   double clip_fixed = 0;             // > 0: a fixed clip norm instead (the code's effective behaviour)
   int64_t bins = 5;                  // transitions: one per bin, plus the last step
+  Derivatives derivatives = Derivatives::FiniteDifference;  // eq. 12's derivatives (see the top)
+  bool base_transpose = false;       // exact only: [∇v_base]ᵀg (eq. 12 as written) for [∇v_base]·g
 };
 
 // A field f(x, σ) -> [B, ...] (g_φ, v_base, …) for the finite-difference helpers.
@@ -92,6 +133,48 @@ Tensor consistency_residual(const Field& g, const Field& u_base, const Tensor& x
 // The same, also returning g(x, σ) (with its graph) through g_at_x.
 Tensor consistency_residual_with_g(const Field& g, const Field& u_base, const Tensor& x, const Tensor& sigma,
                                    const VGGFlowOptions& o, Tensor* g_at_x);
+// A field with its directional derivative: f(x, σ) and D f(x, σ)·(dx, dσ), dσ per sample [B]
+// (an undefined dx or dσ is zero).
+struct FieldTangent {
+  Tensor value, tangent;
+};
+using FieldJvp = std::function<FieldTangent(const Tensor& x, const Tensor& sigma, const Tensor& dx, const Tensor& dsigma)>;
+// The directional derivative of a field built from differentiable ops, by forward mode (the value
+// keeps its reverse graph and the tangent gets one: reverse-over-forward). A field that takes a
+// gradient inside (a reward gradient) loses that part's tangent: see value_gradient_jvp.
+FieldJvp forward_mode_jvp(const Field& f);
+
+// Eq. 12's residual with exact derivatives (the ε → 0 limit of consistency_residual, with the
+// same inputs and output): R = fd_time_scale·∂_t g + [∇g]·w + [∇v_base]·g (or [∇v_base]ᵀg with
+// base_transpose), w = sg[v_base − β g], each derivative by forward mode through the fields
+// (which must be built from differentiable ops). Returns R with its graph to φ.
+Tensor consistency_residual_exact(const Field& g, const Field& u_base, const Tensor& x, const Tensor& sigma,
+                                  const VGGFlowOptions& o, Tensor* g_at_x = nullptr);
+// The same from g's directional derivative: g0 = g(x, σ) and ub0 = u_base(x, σ) are the values
+// (graph not needed) that fix the direction w = sg[−ub0 − β g0] and, unless base_direction_grad,
+// the direction sg[g0] of the base term; g_jvp's value (with its graph) is returned in g_at_x and
+// is the base term's direction with base_direction_grad.
+Tensor consistency_residual_from_jvp(const Tensor& g0, const Tensor& ub0, const FieldJvp& g_jvp, const Field& u_base,
+                                     const Tensor& x, const Tensor& sigma, const VGGFlowOptions& o,
+                                     Tensor* g_at_x = nullptr);
+
+// The fields of one batch of transitions that vggflow_loss differentiates (the references must
+// outlive them):
+//   value_gradient_field  g_φ(x, σ) of eq. 16: −η_t·clip(∇r(x̂₁)) + ν_φ, with x̂₁ from a no-graph
+//                         policy pass at (x, σ) and the reward gradient clipped per sample at
+//                         the fixed clip_threshold (the field the finite differences evaluate);
+//   value_gradient_jvp    the same with its exact directional derivative (chain rule above: the
+//                         policy's JVP by forward mode, H_r·d x̂₁ by double backward, ν_φ by
+//                         forward mode with its graph to φ);
+//   base_velocity_field   u_base^cfg(x, σ) (adapters off), both branches differentiable.
+Field value_gradient_field(const Policy& p, const ValueNet& value, const Reward& reward, const Conditioning& cond,
+                           const Conditioning& uncond, Eta eta, double clip_threshold);
+FieldJvp value_gradient_jvp(const Policy& p, const ValueNet& value, const Reward& reward, const Conditioning& cond,
+                            const Conditioning& uncond, Eta eta, double clip_threshold);
+Field base_velocity_field(const Policy& p, const Conditioning& cond, const Conditioning& uncond);
+// η'(t)·dt per sample as [B, 1, 1, 1] (dt = −dσ), the derivative of eta_weight.
+Tensor eta_tangent(Eta e, const Tensor& sigma, const Tensor& dsigma, const Tensor& like);
+
 // Eq. 13 at t = 1: ‖g_φ(x₁, 1) + ∇r(x₁)‖² = ‖ν_φ(x₁, 1)‖² (η₁ = 1, x̂₁ = x₁). Mean over elements.
 Tensor boundary_loss(const Tensor& nu_at_x1);
 
