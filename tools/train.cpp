@@ -1,5 +1,5 @@
-// vgg_train — aligns the shipped flow model to a reward: VGG-Flow (default), ReFL or DRaFT, with
-// the same sampler, budget and logging (docs/methods.md).
+// vgg_train — aligns the shipped flow model to a reward: VGG-Flow (default), ReFL, DRaFT, Adjoint
+// Matching or VGG-Flow-PMP, with the same sampler, budget and logging (docs/methods.md).
 //
 //   vgg_train                                   the default job (VGG-Flow, aesthetic reward)
 //   vgg_train --method refl --reward classifier:bag --steps 100 --out runs/refl
@@ -23,6 +23,7 @@
 #include "tools/cli.h"
 #include "vggflow/evaluate.h"
 #include "vggflow/image.h"
+#include "vggflow/methods/adjoint.h"
 #include "vggflow/methods/baselines.h"
 #include "vggflow/methods/vggflow.h"
 
@@ -44,11 +45,11 @@ struct Spec {
 // The CPU default (2 cores, <= 10 minutes); --preset paper gives the paper's budget.
 const std::vector<Spec>& specs() {
   static const std::vector<Spec> s = {
-      {"method", "vggflow", 0, 0, "vggflow | refl | draft"},
+      {"method", "vggflow", 0, 0, "vggflow | refl | draft | am (Adjoint Matching) | pmp (VGG-Flow-PMP)"},
       {"reward", "aesthetic", 0, 0, "aesthetic | classifier[:CLASS] | brightness | contrast | symmetry"},
       {"steps", 40, 1, 1e6, "updates"},
       {"batch", 8, 1, 4096, "trajectories per update"},
-      {"beta", 300.0, 1e-9, 1e12, "VGG-Flow inverse temperature beta = 1/lambda"},
+      {"beta", 300.0, 1e-9, 1e12, "inverse temperature beta = 1/lambda of VGG-Flow, PMP and AM (AM's reward multiplier)"},
       {"alpha", 1e4, 0, 1e12, "VGG-Flow boundary-loss weight"},
       {"eta", "t2", 0, 0, "VGG-Flow eta_t: t2 | t | 1"},
       {"value_net", "small", 0, 0, "VGG-Flow nu_phi: small (paper) | lora (official code)"},
@@ -60,7 +61,8 @@ const std::vector<Spec>& specs() {
       {"base_direction_grad", false, 0, 0, "phi also learns through eq. 45's direction (official code)"},
       {"clip_quantile", 0.8, 0, 1, "reward-gradient clip at this batch quantile"},
       {"clip_fixed", 0.0, 0, 1e12, "> 0: fixed reward-gradient clip norm instead (official code's effective 1)"},
-      {"bins", 2, 1, 1000, "VGG-Flow transitions: one per bin plus the last step (paper: 5)"},
+      {"bins", 2, 1, 1000, "VGG-Flow and PMP transitions: one per bin plus the last step (paper: 5)"},
+      {"am_times", 4, 1, 1000, "Adjoint Matching: loss times per trajectory (half in the first 60% of the steps)"},
       {"lr", 5e-4, 0, 1, "learning rate of theta (paper: 5e-4 VGG-Flow, 1e-4 baselines)"},
       {"lr_value", 5e-4, 0, 1, "learning rate of phi"},
       {"weight_decay", 1e-2, 0, 1, "AdamW weight decay"},
@@ -138,8 +140,8 @@ json resolve(const cli::Flags& f) {
     }
   }
   const std::string method = j["method"];
-  if (method != "vggflow" && method != "refl" && method != "draft")
-    throw cli::UsageError("--method must be vggflow, refl or draft, got '" + method + "'");
+  if (method != "vggflow" && method != "refl" && method != "draft" && method != "am" && method != "pmp")
+    throw cli::UsageError("--method must be vggflow, refl, draft, am or pmp, got '" + method + "'");
   if (j["fd"] != "central" && j["fd"] != "onesided") throw cli::UsageError("--fd must be central or onesided");
   if (j["derivatives"] != "fd" && j["derivatives"] != "exact") throw cli::UsageError("--derivatives must be fd or exact");
   if (j["value_net"] != "small" && j["value_net"] != "lora") throw cli::UsageError("--value-net must be small or lora");
@@ -245,6 +247,9 @@ int run(int argc, char** argv) {
     vo.clip_fixed = cfg["clip_fixed"], vo.bins = cfg["bins"];
     vo.derivatives = m::parse_derivatives(cfg.value("derivatives", "fd"));  // runs from before the setting: fd
   }
+  m::AdjointOptions ao;
+  ao.beta = cfg["beta"], ao.clip_quantile = cfg["clip_quantile"], ao.clip_fixed = cfg["clip_fixed"];
+  ao.bins = cfg["bins"], ao.times = cfg.value("am_times", 4);
   std::vector<nn::ParamGroup> groups(1);
   groups[0].name = "theta";
   groups[0].params = pol.lora_params();
@@ -355,6 +360,19 @@ int run(int argc, char** argv) {
       line["reward_grad_norm_mean"] = st.grad_norm_mean, line["reward_grad_norm_max"] = st.grad_norm_max;
       line["reward_grad_norm_p80"] = st.grad_norm_p80, line["reward_grad_clip"] = st.clip_threshold;
       line["reward_x1hat"] = st.reward_x1hat;
+    } else if (method == "am" || method == "pmp") {
+      m::AdjointStats st;
+      if (method == "am") {
+        loss = m::am_loss(pol, *rw.reward, batch, nsteps, shift, ao, gen, &st);
+        line["reward"] = st.reward;  // of the memoryless-SDE samples the adjoint starts from
+      } else {
+        m::Rollout r = m::sample_rollout(pol, batch, nsteps, shift, gen);
+        loss = m::pmp_loss(pol, *rw.reward, r, ao, gen, &st);
+        Tensor x1 = ops::clamp(r.latents.back(), -1.0, 1.0);
+        line["reward"] = mean_reward(*rw.reward, x1), line["gold"] = mean_reward(*rw.gold, x1);
+      }
+      line["reward_grad_norm_mean"] = st.grad_norm_mean, line["reward_grad_clip"] = st.clip_threshold;
+      line["adjoint_norm"] = st.adjoint_norm;
     } else {
       m::BaselineStats st;
       const int64_t lv = cfg["draft_lv"];
