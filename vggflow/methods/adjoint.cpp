@@ -61,20 +61,6 @@ void check_chain(const std::vector<Tensor>& xs, const std::vector<float>& sigmas
             describe(xs.back()));
 }
 
-// One slot's states, one trajectory time per sample: out[i] = states[k[i]][i].
-Tensor gather_slot(const std::vector<Tensor>& states, const std::vector<int64_t>& k) {
-  std::vector<Tensor> rows;
-  for (size_t i = 0; i < k.size(); ++i)
-    rows.push_back(ops::narrow(states[static_cast<size_t>(k[i])], 0, static_cast<int64_t>(i), 1));
-  return ops::cat(rows, 0).detach();
-}
-
-Tensor slot_sigmas(const std::vector<float>& sigmas, const std::vector<int64_t>& k) {
-  std::vector<float> s;
-  for (int64_t i : k) s.push_back(sigmas[static_cast<size_t>(i)]);
-  return from_vector(s, {static_cast<int64_t>(s.size())}, opts(DType::F32));
-}
-
 double mean_norm(const Tensor& t) {
   std::vector<double> n = per_sample_norms(t);
   double s = 0;
@@ -189,13 +175,6 @@ std::vector<int64_t> stratified_times(int64_t steps, int64_t times, Generator& g
   return out;
 }
 
-Field policy_field(const Policy& p, const Conditioning& cond, const Conditioning& uncond, bool sg_uncond) {
-  const Policy* pp = &p;
-  const Conditioning* cp = &cond;
-  const Conditioning* up = &uncond;
-  return [=](const Tensor& x, const Tensor& s) { return pp->velocity(x, s, *cp, *up, sg_uncond); };
-}
-
 namespace {
 
 // The shared second half of AM and PMP: per-sample loss times, the adjoint down to the earliest,
@@ -225,55 +204,63 @@ Tensor adjoint_regression(const std::vector<Tensor>& xs, const std::vector<float
 
 }  // namespace
 
-Tensor am_loss(const Policy& p, const Reward& reward, int64_t batch, int64_t steps, double shift,
+Tensor am_loss(const Fields& f, const Reward& reward, const Tensor& x0, const std::vector<float>& sigmas,
                const AdjointOptions& o, Generator& gen, AdjointStats* stats) {
   VGG_CHECK(o.beta > 0 && o.times >= 1, "am_loss: need beta > 0 and times >= 1, got ", o.beta, ", ", o.times);
-  Rollout r = sample_rollout(p, batch, steps, shift, gen, /*upto=*/0);  // prompts, schedule, X₀
-  std::vector<Tensor> xs = memoryless_rollout(policy_field(p, r.cond, r.uncond, true), r.latents[0], r.sigmas, gen);
+  const int64_t B = x0.size(0), N = static_cast<int64_t>(sigmas.size()) - 1;
+  std::vector<Tensor> xs = memoryless_rollout(f.theta, x0, sigmas, gen);
   AdjointStats st;
   Tensor terminal = ops::mul(clipped_reward_gradient(reward, xs.back(), o, &st), -o.beta);
   std::vector<std::vector<int64_t>> idx;
-  for (int64_t i = 0; i < batch; ++i) idx.push_back(stratified_times(steps, o.times, gen));
-  Field ubase = base_velocity_field(p, r.cond, r.uncond);
+  for (int64_t i = 0; i < B; ++i) idx.push_back(stratified_times(N, o.times, gen));
   Tensor total = adjoint_regression(
-      xs, r.sigmas, idx, [&](int64_t stop) { return lean_adjoint(ubase, xs, r.sigmas, terminal, stop); },
+      xs, sigmas, idx, [&](int64_t stop) { return lean_adjoint(f.base, xs, sigmas, terminal, stop); },
       [&](const Tensor& x, const Tensor& sigma, const Tensor& a) {
         Tensor ub;
         {
           NoGradGuard ng;
-          ub = ubase(x, sigma);
+          ub = f.base(x, sigma);
         }
-        return adjoint_matching_loss(p.velocity(x, sigma, r.cond, r.uncond, /*sg_uncond=*/true), ub, a, sigma);
+        return adjoint_matching_loss(f.theta(x, sigma), ub, a, sigma);
       },
       &st);
   if (stats) *stats = st;
   return total;
 }
 
-Tensor pmp_loss(const Policy& p, const Reward& reward, const Rollout& r, const AdjointOptions& o, Generator& gen,
-                AdjointStats* stats) {
+Tensor pmp_loss(const Fields& f, const Reward& reward, const std::vector<Tensor>& xs, const std::vector<float>& sigmas,
+                const AdjointOptions& o, Generator& gen, AdjointStats* stats) {
   VGG_CHECK(o.beta > 0, "pmp_loss: beta must be positive, got ", o.beta);
-  const int64_t B = r.latents[0].size(0), N = static_cast<int64_t>(r.sigmas.size()) - 1;
+  const int64_t B = xs[0].size(0), N = static_cast<int64_t>(sigmas.size()) - 1;
   AdjointStats st;
-  Tensor terminal = ops::neg(clipped_reward_gradient(reward, r.latents.back(), o, &st));
+  Tensor terminal = ops::neg(clipped_reward_gradient(reward, xs.back(), o, &st));
   std::vector<std::vector<int64_t>> idx;
   for (int64_t i = 0; i < B; ++i) idx.push_back(subsample_transitions(N, o.bins, gen));
-  Field ubase = base_velocity_field(p, r.cond, r.uncond);
-  Field utheta = policy_field(p, r.cond, r.uncond, /*sg_uncond=*/false);
   Tensor total = adjoint_regression(
-      r.latents, r.sigmas, idx,
-      [&](int64_t stop) { return pmp_costate(utheta, ubase, r.latents, r.sigmas, terminal, o.beta, stop); },
+      xs, sigmas, idx,
+      [&](int64_t stop) { return pmp_costate(f.theta_x, f.base, xs, sigmas, terminal, o.beta, stop); },
       [&](const Tensor& x, const Tensor& sigma, const Tensor& a) {
         Tensor ub;
         {
           NoGradGuard ng;
-          ub = ubase(x, sigma);
+          ub = f.base(x, sigma);
         }
-        return matching_loss(p.velocity(x, sigma, r.cond, r.uncond, /*sg_uncond=*/true), ub, a, o.beta);
+        return matching_loss(f.theta(x, sigma), ub, a, o.beta);
       },
       &st);
   if (stats) *stats = st;
   return total;
+}
+
+Tensor am_loss(const Policy& p, const Reward& reward, int64_t batch, int64_t steps, double shift,
+               const AdjointOptions& o, Generator& gen, AdjointStats* stats) {
+  Rollout r = sample_rollout(p, batch, steps, shift, gen, /*upto=*/0);  // prompts, schedule, X₀
+  return am_loss(policy_fields(p, r.cond, r.uncond), reward, r.latents[0], r.sigmas, o, gen, stats);
+}
+
+Tensor pmp_loss(const Policy& p, const Reward& reward, const Rollout& r, const AdjointOptions& o, Generator& gen,
+                AdjointStats* stats) {
+  return pmp_loss(policy_fields(p, r.cond, r.uncond), reward, r.latents, r.sigmas, o, gen, stats);
 }
 
 }  // namespace vgg::flow::methods

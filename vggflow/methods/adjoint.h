@@ -86,9 +86,6 @@ std::vector<Tensor> pmp_costate(const Field& u_theta, const Field& u_base, const
 // (distinct) from the first 60% of the steps and half from the rest.
 std::vector<int64_t> stratified_times(int64_t steps, int64_t times, Generator& gen);
 
-// u_θ^cfg(x, σ) of the policy as a field (sg_uncond as Policy::velocity).
-Field policy_field(const Policy& p, const Conditioning& cond, const Conditioning& uncond, bool sg_uncond);
-
 struct AdjointStats {
   double reward = 0;          // mean r(X₁) of the training trajectories
   double grad_norm_mean = 0;  // mean ‖∇r(X₁)‖
@@ -106,5 +103,11 @@ Tensor am_loss(const Policy& p, const Reward& reward, int64_t batch, int64_t ste
 // matching_loss(u_θ, u_base, a, β) over the transitions.
 Tensor pmp_loss(const Policy& p, const Reward& reward, const Rollout& r, const AdjointOptions& o, Generator& gen,
                 AdjointStats* stats);
+// The same over fields (the 2-D toy uses them): AM from the noise x0 on the schedule sigmas, PMP
+// over the given ODE trajectory xs.
+Tensor am_loss(const Fields& f, const Reward& reward, const Tensor& x0, const std::vector<float>& sigmas,
+               const AdjointOptions& o, Generator& gen, AdjointStats* stats);
+Tensor pmp_loss(const Fields& f, const Reward& reward, const std::vector<Tensor>& xs, const std::vector<float>& sigmas,
+                const AdjointOptions& o, Generator& gen, AdjointStats* stats);
 
 }  // namespace vgg::flow::methods

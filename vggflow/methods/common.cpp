@@ -47,6 +47,24 @@ Tensor Policy::velocity(const Tensor& x, const Tensor& sigma, const Conditioning
   return ops::add(uu, ops::mul(ops::sub(uc, uu), guidance));
 }
 
+Field policy_field(const Policy& p, const Conditioning& cond, const Conditioning& uncond, bool sg_uncond) {
+  const Policy* pp = &p;
+  const Conditioning* cp = &cond;
+  const Conditioning* up = &uncond;
+  return [=](const Tensor& x, const Tensor& s) { return pp->velocity(x, s, *cp, *up, sg_uncond); };
+}
+
+Field base_velocity_field(const Policy& p, const Conditioning& cond, const Conditioning& uncond) {
+  const Policy* pp = &p;
+  const Conditioning* cp = &cond;
+  const Conditioning* up = &uncond;
+  return [=](const Tensor& x, const Tensor& s) { return pp->velocity(x, s, *cp, *up, /*sg_uncond=*/false, /*base=*/true); };
+}
+
+Fields policy_fields(const Policy& p, const Conditioning& cond, const Conditioning& uncond) {
+  return {policy_field(p, cond, uncond, true), policy_field(p, cond, uncond, false), base_velocity_field(p, cond, uncond)};
+}
+
 Policy make_policy(FlowModel model, int64_t rank, double guidance, uint64_t seed) {
   VGG_CHECK(rank >= 1, "LoRA rank must be >= 1, got ", rank);
   model.net->requires_grad_(false);
@@ -97,6 +115,19 @@ Rollout sample_rollout(const Policy& p, int64_t batch, int64_t steps, double shi
     r.latents.push_back(x);
   }
   return r;
+}
+
+Tensor gather_slot(const std::vector<Tensor>& states, const std::vector<int64_t>& k) {
+  std::vector<Tensor> rows;
+  for (size_t i = 0; i < k.size(); ++i)
+    rows.push_back(ops::narrow(states[static_cast<size_t>(k[i])], 0, static_cast<int64_t>(i), 1));
+  return ops::cat(rows, 0).detach();
+}
+
+Tensor slot_sigmas(const std::vector<float>& sigmas, const std::vector<int64_t>& k) {
+  std::vector<float> s;
+  for (int64_t i : k) s.push_back(sigmas[static_cast<size_t>(i)]);
+  return from_vector(s, {static_cast<int64_t>(s.size())}, opts(DType::F32));
 }
 
 RewardGrad reward_gradient(const Reward& r, const Tensor& x) {

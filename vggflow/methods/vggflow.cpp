@@ -95,6 +95,13 @@ Tensor ValueNet::nu(const Tensor& x, const Tensor& sigma, const Conditioning& co
   return ops::mul(out, 1.0 / beta_);
 }
 
+Field ValueNet::field(const Conditioning& cond, const Conditioning& uncond) const {
+  const ValueNet* vp = this;
+  const Conditioning* cp = &cond;
+  const Conditioning* up = &uncond;
+  return [=](const Tensor& x, const Tensor& s) { return vp->nu(x, s, *cp, *up); };
+}
+
 nn::NamedTensors ValueNet::state() const {
   nn::NamedTensors sd;
   if (kind_ == "small") return net_->state_dict();
@@ -257,31 +264,32 @@ Tensor consistency_residual_from_jvp(const Tensor& g0, const Tensor& ub0, const 
   return ops::sub(gt.tangent, ops::to(ju, gt.tangent.dtype()));
 }
 
-Field value_gradient_field(const Policy& p, const ValueNet& value, const Reward& reward, const Conditioning& cond,
-                           const Conditioning& uncond, Eta eta, double clip_threshold) {
-  const Policy* pp = &p;
-  const ValueNet* vp = &value;
+Field value_gradient_field(const Field& policy, const Field& nu, const Reward& reward, Eta eta, double clip_threshold) {
   const Reward* rp = &reward;
-  const Conditioning* cp = &cond;
-  const Conditioning* up = &uncond;
   return [=](const Tensor& xp, const Tensor& sp) {
     Tensor u;
     {
       NoGradGuard ng;
-      u = pp->velocity(xp, sp, *cp, *up);
+      u = policy(xp, sp);
     }
     RewardGrad rg = reward_gradient(*rp, forward_looking_x1(xp, sp, u));
-    return value_gradient(clip_per_sample(rg.grad, clip_threshold), vp->nu(xp, sp, *cp, *up), eta_weight(eta, sp, xp));
+    return value_gradient(clip_per_sample(rg.grad, clip_threshold), nu(xp, sp), eta_weight(eta, sp, xp));
   };
+}
+
+Field value_gradient_field(const Policy& p, const ValueNet& value, const Reward& reward, const Conditioning& cond,
+                           const Conditioning& uncond, Eta eta, double clip_threshold) {
+  return value_gradient_field(policy_field(p, cond, uncond, true), value.field(cond, uncond), reward, eta, clip_threshold);
 }
 
 FieldJvp value_gradient_jvp(const Policy& p, const ValueNet& value, const Reward& reward, const Conditioning& cond,
                             const Conditioning& uncond, Eta eta, double clip_threshold) {
-  const Policy* pp = &p;
-  const ValueNet* vp = &value;
+  return value_gradient_jvp(policy_field(p, cond, uncond, false), value.field(cond, uncond), reward, eta, clip_threshold);
+}
+
+FieldJvp value_gradient_jvp(const Field& policy_x, const Field& nu_field, const Reward& reward, Eta eta,
+                            double clip_threshold) {
   const Reward* rp = &reward;
-  const Conditioning* cp = &cond;
-  const Conditioning* up = &uncond;
   return [=](const Tensor& x, const Tensor& sigma, const Tensor& dx0, const Tensor& ds0) {
     VGG_CHECK(!fwad::level_open(), "value_gradient_jvp: a forward-AD level is already open (levels do not nest)");
     const Tensor dx = dx0.defined() ? dx0 : zeros_like(x);
@@ -292,7 +300,7 @@ FieldJvp value_gradient_jvp(const Policy& p, const ValueNet& value, const Reward
     {
       NoGradGuard ng;
       fwad::DualLevel level;
-      Tensor y = pp->velocity(dual(x, dx), dual(sigma, ds), *cp, *up, /*sg_uncond=*/false);
+      Tensor y = policy_x(dual(x, dx), dual(sigma, ds));
       du = tangent_or_zeros(y).detach();
       u = y.detach();
     }
@@ -335,7 +343,7 @@ FieldJvp value_gradient_jvp(const Policy& p, const ValueNet& value, const Reward
     Tensor nu, dnu;
     {
       fwad::DualLevel level;
-      nu = vp->nu(dual(x, dx), dual(sigma, ds), *cp, *up);
+      nu = nu_field(dual(x, dx), dual(sigma, ds));
       dnu = tangent_or_zeros(nu);
     }
     // g = −η·clip(q) + ν, dg = −(dη·clip(q) + η·d clip(q)) + dν
@@ -344,15 +352,6 @@ FieldJvp value_gradient_jvp(const Policy& p, const ValueNet& value, const Reward
     Tensor dterm = ops::add(ops::mul(ops::to(deta, nu.dtype()), ops::to(qc, nu.dtype())),
                             ops::mul(ops::to(eta_w, nu.dtype()), ops::to(dqc, nu.dtype())));
     return FieldTangent{g, ops::sub(dnu, dterm)};
-  };
-}
-
-Field base_velocity_field(const Policy& p, const Conditioning& cond, const Conditioning& uncond) {
-  const Policy* pp = &p;
-  const Conditioning* cp = &cond;
-  const Conditioning* up = &uncond;
-  return [=](const Tensor& xp, const Tensor& sp) {
-    return pp->velocity(xp, sp, *cp, *up, /*sg_uncond=*/false, /*base=*/true);
   };
 }
 
@@ -371,9 +370,11 @@ std::vector<int64_t> subsample_transitions(int64_t steps, int64_t bins, Generato
   return idx;
 }
 
-Tensor vggflow_loss(const Policy& p, const ValueNet& value, const Reward& reward, const Rollout& r,
-                    const VGGFlowOptions& o, Generator& gen, VGGFlowStats* stats) {
-  const int64_t B = r.latents[0].size(0), N = static_cast<int64_t>(r.sigmas.size()) - 1;
+Tensor vggflow_loss(const Fields& f, const Field& nu, const Reward& reward, const std::vector<Tensor>& xs,
+                    const std::vector<float>& sigmas, const VGGFlowOptions& o, Generator& gen, VGGFlowStats* stats) {
+  VGG_CHECK(xs.size() == sigmas.size() && xs.size() >= 2, "vggflow_loss: need N + 1 >= 2 states for N + 1 sigmas, got ",
+            xs.size(), " and ", sigmas.size());
+  const int64_t B = xs[0].size(0), N = static_cast<int64_t>(sigmas.size()) - 1;
   std::vector<std::vector<int64_t>> idx;
   for (int64_t i = 0; i < B; ++i) idx.push_back(subsample_transitions(N, o.bins, gen));
   const size_t slots = idx[0].size();
@@ -381,16 +382,11 @@ Tensor vggflow_loss(const Policy& p, const ValueNet& value, const Reward& reward
   std::vector<double> all_norms;
   Tensor total;
   for (size_t j = 0; j < slots; ++j) {
-    std::vector<Tensor> xs;
-    std::vector<float> sg;
-    for (int64_t i = 0; i < B; ++i) {
-      const int64_t k = idx[static_cast<size_t>(i)][j];
-      xs.push_back(ops::narrow(r.latents[static_cast<size_t>(k)], 0, i, 1));
-      sg.push_back(r.sigmas[static_cast<size_t>(k)]);
-    }
-    Tensor x = ops::cat(xs, 0).detach(), sigma = from_vector(sg, {B}, opts(DType::F32));
+    std::vector<int64_t> k;
+    for (const auto& v : idx) k.push_back(v[j]);
+    Tensor x = gather_slot(xs, k), sigma = slot_sigmas(sigmas, k);
     // the policy at the transition, with the graph to θ (matching loss)
-    Tensor u_theta = p.velocity(x, sigma, r.cond, r.uncond, /*sg_uncond=*/true);
+    Tensor u_theta = f.theta(x, sigma);
     RewardGrad rg0 = reward_gradient(reward, forward_looking_x1(x, sigma, u_theta));
     std::vector<double> norms = per_sample_norms(rg0.grad);
     all_norms.insert(all_norms.end(), norms.begin(), norms.end());
@@ -398,7 +394,6 @@ Tensor vggflow_loss(const Policy& p, const ValueNet& value, const Reward& reward
     st.clip_threshold += thr / static_cast<double>(slots);
     st.reward_x1hat += ops::mean(rg0.value).item() / static_cast<double>(slots);
     // g_φ of eq. 16 (value_gradient_field / value_gradient_jvp) and the base velocity
-    Field ubase = base_velocity_field(p, r.cond, r.uncond);
     Tensor g0, res, ub;
     if (o.derivatives == Derivatives::Exact) {
       // g at (x, σ) from this transition's reward gradient (the same x̂₁), no graph: it fixes
@@ -406,17 +401,15 @@ Tensor vggflow_loss(const Policy& p, const ValueNet& value, const Reward& reward
       Tensor gv;
       {
         NoGradGuard ng;
-        ub = ubase(x, sigma);
-        gv = value_gradient(clip_per_sample(rg0.grad, thr), value.nu(x, sigma, r.cond, r.uncond),
-                            eta_weight(o.eta, sigma, x));
+        ub = f.base(x, sigma);
+        gv = value_gradient(clip_per_sample(rg0.grad, thr), nu(x, sigma), eta_weight(o.eta, sigma, x));
       }
-      res = consistency_residual_from_jvp(gv, ub, value_gradient_jvp(p, value, reward, r.cond, r.uncond, o.eta, thr),
-                                          ubase, x, sigma, o, &g0);
+      res = consistency_residual_from_jvp(gv, ub, value_gradient_jvp(f.theta_x, nu, reward, o.eta, thr), f.base, x,
+                                          sigma, o, &g0);
     } else {
-      res = consistency_residual_with_g(value_gradient_field(p, value, reward, r.cond, r.uncond, o.eta, thr), ubase, x,
-                                        sigma, o, &g0);
+      res = consistency_residual_with_g(value_gradient_field(f.theta, nu, reward, o.eta, thr), f.base, x, sigma, o, &g0);
       NoGradGuard ng;
-      ub = ubase(x, sigma);
+      ub = f.base(x, sigma);
     }
     Tensor lm = matching_loss(u_theta, ub, g0, o.beta), lc = ops::mean(ops::square(res));
     st.matching += lm.item() / static_cast<double>(slots);
@@ -426,7 +419,7 @@ Tensor vggflow_loss(const Policy& p, const ValueNet& value, const Reward& reward
   }
   total = ops::mul(total, 1.0 / static_cast<double>(slots));
   // eq. 13 at the trajectory's end x₁ (σ = 0)
-  Tensor lb = boundary_loss(value.nu(r.latents.back(), zeros({B}, opts(DType::F32)), r.cond, r.uncond));
+  Tensor lb = boundary_loss(nu(xs.back(), zeros({B}, opts(DType::F32))));
   st.boundary = lb.item();
   total = ops::add(total, ops::mul(lb, o.alpha));
   double s = 0;
@@ -436,6 +429,12 @@ Tensor vggflow_loss(const Policy& p, const ValueNet& value, const Reward& reward
   st.grad_norm_p80 = quantile(all_norms, 0.8);
   if (stats) *stats = st;
   return total;
+}
+
+Tensor vggflow_loss(const Policy& p, const ValueNet& value, const Reward& reward, const Rollout& r,
+                    const VGGFlowOptions& o, Generator& gen, VGGFlowStats* stats) {
+  return vggflow_loss(policy_fields(p, r.cond, r.uncond), value.field(r.cond, r.uncond), reward, r.latents, r.sigmas, o,
+                      gen, stats);
 }
 
 }  // namespace vgg::flow::methods

@@ -79,6 +79,8 @@ class ValueNet {
   ValueNet(const std::string& kind, const FlowModel& base, double beta, bool prompt_free, uint64_t seed);
   // ν_φ(x, σ) [B, 1, H, W]
   Tensor nu(const Tensor& x, const Tensor& sigma, const Conditioning& cond, const Conditioning& uncond) const;
+  // ν_φ as a field for one batch's conditioning (the references must outlive it)
+  Field field(const Conditioning& cond, const Conditioning& uncond) const;
   std::vector<Tensor> parameters() const { return params_; }
   std::vector<std::string> parameter_names() const { return names_; }
   nn::MMDiT& net() { return *net_; }
@@ -115,8 +117,6 @@ struct VGGFlowOptions {
   bool base_transpose = false;       // exact only: [∇v_base]ᵀg (eq. 12 as written) for [∇v_base]·g
 };
 
-// A field f(x, σ) -> [B, ...] (g_φ, v_base, …) for the finite-difference helpers.
-using Field = std::function<Tensor(const Tensor& x, const Tensor& sigma)>;
 
 // Eq. 16: x̂₁ = x_t + (1 − t)·sg[v(x_t, t)], in SD3 variables x − σ·sg[u].
 Tensor forward_looking_x1(const Tensor& x, const Tensor& sigma, const Tensor& u);
@@ -158,20 +158,21 @@ Tensor consistency_residual_from_jvp(const Tensor& g0, const Tensor& ub0, const 
                                      const Tensor& x, const Tensor& sigma, const VGGFlowOptions& o,
                                      Tensor* g_at_x = nullptr);
 
-// The fields of one batch of transitions that vggflow_loss differentiates (the references must
-// outlive them):
-//   value_gradient_field  g_φ(x, σ) of eq. 16: −η_t·clip(∇r(x̂₁)) + ν_φ, with x̂₁ from a no-graph
-//                         policy pass at (x, σ) and the reward gradient clipped per sample at
+// The fields of eq. 16 that vggflow_loss differentiates (the references must outlive them):
+//   value_gradient_field  g_φ(x, σ) = −η_t·clip(∇r(x̂₁)) + ν_φ, with x̂₁ from a no-graph pass of
+//                         the policy field at (x, σ) and the reward gradient clipped per sample at
 //                         the fixed clip_threshold (the field the finite differences evaluate);
 //   value_gradient_jvp    the same with its exact directional derivative (chain rule above: the
-//                         policy's JVP by forward mode, H_r·d x̂₁ by double backward, ν_φ by
-//                         forward mode with its graph to φ);
-//   base_velocity_field   u_base^cfg(x, σ) (adapters off), both branches differentiable.
+//                         policy's JVP by forward mode through policy_x, which must be
+//                         differentiable in x, H_r·d x̂₁ by double backward, ν_φ by forward mode
+//                         with its graph to φ).
+// The Policy overloads use the policy's fields and the value net's for one batch's conditioning.
+Field value_gradient_field(const Field& policy, const Field& nu, const Reward& reward, Eta eta, double clip_threshold);
+FieldJvp value_gradient_jvp(const Field& policy_x, const Field& nu, const Reward& reward, Eta eta, double clip_threshold);
 Field value_gradient_field(const Policy& p, const ValueNet& value, const Reward& reward, const Conditioning& cond,
                            const Conditioning& uncond, Eta eta, double clip_threshold);
 FieldJvp value_gradient_jvp(const Policy& p, const ValueNet& value, const Reward& reward, const Conditioning& cond,
                             const Conditioning& uncond, Eta eta, double clip_threshold);
-Field base_velocity_field(const Policy& p, const Conditioning& cond, const Conditioning& uncond);
 // η'(t)·dt per sample as [B, 1, 1, 1] (dt = −dσ), the derivative of eta_weight.
 Tensor eta_tangent(Eta e, const Tensor& sigma, const Tensor& dsigma, const Tensor& like);
 
@@ -191,5 +192,8 @@ struct VGGFlowStats {
 };
 Tensor vggflow_loss(const Policy& p, const ValueNet& value, const Reward& reward, const Rollout& r,
                     const VGGFlowOptions& o, Generator& gen, VGGFlowStats* stats);
+// The same over fields and trajectories xs[0..N] at sigmas (the 2-D toy uses it with MLPs).
+Tensor vggflow_loss(const Fields& f, const Field& nu, const Reward& reward, const std::vector<Tensor>& xs,
+                    const std::vector<float>& sigmas, const VGGFlowOptions& o, Generator& gen, VGGFlowStats* stats);
 
 }  // namespace vgg::flow::methods
