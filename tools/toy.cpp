@@ -3,7 +3,8 @@
 // measures MMD and sliced W2 to the importance-sampled target.
 //
 //   vgg_toy --out runs/compare/toy.json [--methods "vggflow vggflow-exact am pmp refl draft"]
-//           [--seeds "0 1 2"] [--beta 0.5] [--updates 300] [--base-steps 3000]
+//           [--seeds "0 1 2"] [--beta 0.5] [--updates 600] [--base-steps 3000] [--lr 1e-3]
+//           [--lr-value 1e-2] [--alpha 100] [--eta t2|t|1]
 //
 // The JSON holds the settings, the base's distances and the target-vs-target floor, every run's
 // curve (update, MMD, sliced W2, mean reward) and 400 final samples per method (seed 0) for plots.
@@ -40,10 +41,11 @@ json points(const Tensor& x, int64_t n) {
 }
 
 int run(int argc, char** argv) {
-  cli::Flags f(argc, argv, {"--out", "--methods", "--seeds", "--beta", "--updates", "--base-steps"}, {"--help"});
+  cli::Flags f(argc, argv, {"--out", "--methods", "--seeds", "--beta", "--updates", "--base-steps", "--lr", "--lr-value", "--alpha", "--eta"}, {"--help"});
   if (f.has("--help")) {
     std::printf("usage: vgg_toy --out FILE.json [--methods \"vggflow vggflow-exact am pmp refl draft\"] [--seeds \"0 1 2\"]\n"
-                "               [--beta 0.5] [--updates 300] [--base-steps 3000]\n");
+                "               [--beta 0.5] [--updates 600] [--base-steps 3000] [--lr 1e-3] [--lr-value 1e-2] [--alpha 100]\n"
+                "               [--eta t2|t|1]\n");
     return 0;
   }
   if (!f.positional().empty()) throw cli::UsageError("unexpected argument '" + f.positional()[0] + "' (see --help)");
@@ -62,8 +64,15 @@ int run(int argc, char** argv) {
   if (methods.empty() || seeds.empty()) throw cli::UsageError("--methods and --seeds must not be empty");
   toy::ToyOptions o;
   o.beta = f.real("--beta", 0.5, 1e-6, 100);
-  o.updates = f.integer("--updates", 300, 1, 1000000);
+  o.updates = f.integer("--updates", 600, 1, 1000000);
   const int64_t base_steps = f.integer("--base-steps", 3000, 1, 10000000);
+  o.lr = f.real("--lr", o.lr, 0, 1), o.lr_value = f.real("--lr-value", o.lr_value, 0, 1);
+  o.alpha = f.real("--alpha", o.alpha, 0, 1e12);
+  try {
+    o.eta = flow::methods::parse_eta(f.str("--eta", "t2"));
+  } catch (const std::exception& e) {
+    throw cli::UsageError(std::string("--eta: ") + e.what());
+  }
 
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<double> losses;
@@ -78,7 +87,7 @@ int run(int argc, char** argv) {
   Tensor base_x = toy::euler_rollout(base->field(), noise, toy::toy_sigmas(o.sample_steps)).back();
   json j;
   j["settings"] = {{"beta", o.beta}, {"updates", o.updates}, {"batch", o.batch}, {"sample_steps", o.sample_steps},
-                   {"base_steps", base_steps}, {"eval_samples", o.eval_samples}, {"lr", o.lr}, {"alpha", o.alpha},
+                   {"base_steps", base_steps}, {"eval_samples", o.eval_samples}, {"lr", o.lr}, {"lr_value", o.lr_value}, {"alpha", o.alpha}, {"eta", f.str("--eta", "t2")},
                    {"reward", "linear (x + y)/sqrt(2)"}, {"data", "4 Gaussians at (+-1.5, +-1.5), std 0.35"}};
   j["base_loss_last100"] = [&] {
     double s = 0;
@@ -90,6 +99,7 @@ int run(int argc, char** argv) {
   j["base"] = {{"mmd", toy::mmd(base_x, target)}, {"sliced_w2", toy::sliced_w2(base_x, target, 256, g)},
                {"reward", ops::mean((*reward)(base_x)).item()}};
   j["target_reward"] = ops::mean((*reward)(target)).item();
+  j["base"]["objective"] = -j["base"]["reward"].get<double>();
   j["target_samples"] = points(target, 400);
   j["base_samples"] = points(base_x, 400);
   std::fprintf(stderr, "vgg_toy: base trained (%lld steps, loss %.4f); base-vs-data MMD %.4f; target: MMD base %.4f, floor %.4f\n",
@@ -101,13 +111,13 @@ int run(int argc, char** argv) {
       mo.method = m, mo.seed = s;
       toy::ToyResult r = toy::run_method(*base, *reward, target, noise, mo);
       json c = json::array();
-      for (const auto& e : r.curve) c.push_back({{"update", e.update}, {"mmd", e.mmd}, {"sliced_w2", e.sliced_w2}, {"reward", e.reward}});
+      for (const auto& e : r.curve) c.push_back({{"update", e.update}, {"mmd", e.mmd}, {"sliced_w2", e.sliced_w2}, {"reward", e.reward}, {"objective", e.objective}});
       json run{{"method", m}, {"seed", s}, {"curve", c}, {"seconds", r.seconds}};
       if (s == seeds[0]) run["samples"] = points(r.samples, 400);
       j["runs"].push_back(run);
-      std::fprintf(stderr, "vgg_toy: %-14s seed %llu: MMD %.4f sliced-W2 %.4f reward %.3f (%.1f s)\n", m.c_str(),
-                   static_cast<unsigned long long>(s), r.curve.back().mmd, r.curve.back().sliced_w2, r.curve.back().reward,
-                   r.seconds);
+      std::fprintf(stderr, "vgg_toy: %-14s seed %llu: MMD %.4f sliced-W2 %.4f reward %.3f objective %.3f (%.1f s)\n",
+                   m.c_str(), static_cast<unsigned long long>(s), r.curve.back().mmd, r.curve.back().sliced_w2,
+                   r.curve.back().reward, r.curve.back().objective, r.seconds);
     }
   j["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   cli::write_text_atomic(out, j.dump(1) + "\n");

@@ -217,9 +217,18 @@ ToyResult run_method(const VelocityMLP& base, const Reward& reward, const Tensor
   res.method = meth;
   Generator eg(o.seed, 99);
   auto evaluate = [&](int64_t at) {
-    Tensor x = euler_rollout(theta->field(), eval_noise, sig).back();
+    std::vector<Tensor> xs = euler_rollout(theta->field(), eval_noise, sig);
     NoGradGuard ng;
-    res.curve.push_back({at, mmd(x, target), sliced_w2(x, target, 256, eg), ops::mean(reward(x)).item()});
+    double cost = 0;  // E Σ_k h_k/(2β)·‖u_θ − u_base‖²(x_k): the control cost of the W2-regularised objective
+    for (int64_t k = 0; k < N; ++k) {
+      const auto ku = static_cast<size_t>(k);
+      Tensor sk = full({eval_noise.size(0)}, sig[ku], opts(DType::F64));
+      const double h = static_cast<double>(sig[ku]) - sig[ku + 1];
+      cost += h / (2 * beta) * ops::mean(ops::sum(ops::square(ops::sub(theta->forward(xs[ku], sk), base.forward(xs[ku], sk))), {1})).item();
+    }
+    const Tensor& x = xs.back();
+    const double rw = ops::mean(reward(x)).item();
+    res.curve.push_back({at, mmd(x, target), sliced_w2(x, target, 256, eg), rw, cost - rw});
     res.samples = x;
   };
   evaluate(0);

@@ -66,7 +66,7 @@ struct ToyOptions {
   std::string method = "vggflow";  // vggflow | vggflow-exact | am | pmp | refl | draft
   double beta = 0.5;               // the tilt's inverse temperature (ReFL/DRaFT ignore it)
   int64_t updates = 300, batch = 256, sample_steps = 20;
-  double lr = 1e-3, lr_value = 1e-3;
+  double lr = 1e-3, lr_value = 1e-2;  // ν_φ learns slowly at 1e-3 (docs/results.md, 2-D toy)
   double alpha = 100;              // VGG-Flow boundary weight
   methods::Eta eta = methods::Eta::Quadratic;
   int64_t eval_every = 50, eval_samples = 2000;
@@ -76,6 +76,8 @@ struct ToyOptions {
 struct ToyEval {
   int64_t update;
   double mmd, sliced_w2, reward;
+  double objective;  // E[Σ_k h_k/(2β)‖u_θ − u_base‖²(x_k) − r(x_N)]: the deterministic control
+                     // objective VGG-Flow and PMP minimise (AM's memoryless one differs)
 };
 struct ToyResult {
   std::string method;
