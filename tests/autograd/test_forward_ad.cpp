@@ -7,6 +7,10 @@
 //   - for a subset, reverse-over-forward: gradcheck of (x, v) ↦ J(x)·v.
 // Then networks (nn layers, a tiny MMDiT), and the API and its errors.
 #include <cmath>
+#include <fstream>
+#include <regex>
+#include <set>
+#include <sstream>
 
 #include "autograd/forward_ad.h"
 #include "autograd/node.h"
@@ -278,6 +282,40 @@ INSTANTIATE_TEST_SUITE_P(GradcheckJvp, GradcheckJvpReverseOverForward, ::testing
 TEST(GradcheckJvpCoverage, ReverseOverForwardListNamesExistingCases) {
   auto r = reverse_cases();
   EXPECT_EQ(r.size(), std::size(kReverseOverForward));
+}
+
+// Every op declared in autograd/ops.h (outside ops::detail; in-place ops excluded, they throw on
+// duals) has a case here, found by name: a case named after the op, or with the op as one of its
+// '_'-separated words. A new op without a JVP case fails this test by name. The exemptions are the
+// ops without a derivative (comparisons, argmax/argmin: NonDifferentiableOpsCarryNoTangent).
+TEST(GradcheckJvpCoverage, EveryOpInOpsHeaderHasACase) {
+  std::ifstream in(test::data_path("../../autograd/ops.h"));
+  ASSERT_TRUE(in) << "cannot read autograd/ops.h";
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string h = ss.str();
+  h = h.substr(0, h.find("namespace detail"));
+  const std::set<std::string> exempt = {"argmax", "argmin", "eq", "ne", "lt", "le", "gt", "ge"};
+  std::set<std::string> words;
+  for (const auto& c : cases()) {
+    std::stringstream w(c.name);
+    for (std::string x; std::getline(w, x, '_');) words.insert(x);
+    words.insert(c.name);
+  }
+  const std::regex decl(R"(^(?:Tensor|std::vector<Tensor>|std::pair<Tensor, ?Tensor>)\s+(\w+)\()");
+  int n = 0;
+  std::stringstream lines(h);
+  for (std::string line; std::getline(lines, line);) {
+    std::smatch mt;
+    if (!std::regex_search(line, mt, decl)) continue;
+    const std::string op = mt[1];
+    if (op.back() == '_' || exempt.count(op)) continue;
+    ++n;
+    bool found = words.count(op) > 0;
+    for (const auto& c : cases()) found = found || c.name.rfind(op + "_", 0) == 0;
+    EXPECT_TRUE(found) << "ops::" << op << " has no forward-mode case in this file";
+  }
+  EXPECT_GT(n, 60);  // the parse found the header's ops
 }
 
 // ---- networks ------------------------------------------------------------------------------
