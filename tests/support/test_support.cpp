@@ -53,6 +53,13 @@ Tensor noncontig(const Tensor& t) {
                                        << " (atol " << atol << ", rtol " << rtol << ")";
 }
 
+double grad_abs_sum(const std::vector<Tensor>& params) {
+  double s = 0;
+  for (const auto& p : params)
+    if (p.grad().defined()) s += ops::sum(ops::abs(ops::to(p.grad(), DType::F64))).item();
+  return s;
+}
+
 std::string data_path(const std::string& relative) { return std::string(VGG_TEST_DATA_DIR) + "/" + relative; }
 
 }  // namespace vgg::test

@@ -40,6 +40,9 @@ template <typename F>
 
 std::string data_path(const std::string& relative);  // under tests/data
 
+// Σ |grad| over the tensors' gradients (an undefined gradient counts 0).
+double grad_abs_sum(const std::vector<Tensor>& params);
+
 // Skips the current test (with the CUDA error string) when no GPU is usable.
 #define VGG_REQUIRE_CUDA()                                                              \
   do {                                                                                  \

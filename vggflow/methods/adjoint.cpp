@@ -83,22 +83,33 @@ Tensor clipped_reward_gradient(const Reward& reward, const Tensor& x, const Adjo
 
 }  // namespace
 
-std::vector<Tensor> lean_adjoint(const Field& u_base, const std::vector<Tensor>& xs, const std::vector<float>& sigmas,
-                                 const Tensor& terminal, int64_t stop) {
-  check_chain(xs, sigmas, terminal, stop, "lean_adjoint");
+namespace {
+
+// a_N = terminal; a_k = step(k, x_k, σ_k as [B], a_{k+1}) for k = N−1 down to stop (detached).
+template <class Step>
+std::vector<Tensor> backward_sweep(const std::vector<Tensor>& xs, const std::vector<float>& sigmas, const Tensor& terminal,
+                                   int64_t stop, const char* who, Step step) {
+  check_chain(xs, sigmas, terminal, stop, who);
   const auto N = static_cast<int64_t>(sigmas.size()) - 1;
-  const int64_t B = terminal.size(0);
   std::vector<Tensor> a(static_cast<size_t>(N + 1));
   a[static_cast<size_t>(N)] = terminal.detach();
   for (int64_t k = N - 1; k >= stop; --k) {
     const auto ku = static_cast<size_t>(k);
-    const MemorylessStep c = memoryless_step(sigmas[ku], sigmas[ku + 1]);
-    Tensor sk = full({B}, sigmas[ku], opts(DType::F32));
-    const Tensor& an = a[ku + 1];
-    Tensor ja = vjp_in_x([&](const Tensor& x) { return u_base(x, sk); }, xs[ku], an);
-    a[ku] = ops::add(ops::mul(an, c.c_x), ops::mul(ops::to(ja, an.dtype()), c.c_u)).detach();
+    a[ku] = step(ku, xs[ku], full({terminal.size(0)}, sigmas[ku], opts(DType::F32)), a[ku + 1]).detach();
   }
   return a;
+}
+
+}  // namespace
+
+std::vector<Tensor> lean_adjoint(const Field& u_base, const std::vector<Tensor>& xs, const std::vector<float>& sigmas,
+                                 const Tensor& terminal, int64_t stop) {
+  return backward_sweep(xs, sigmas, terminal, stop, "lean_adjoint",
+                        [&](size_t k, const Tensor& x, const Tensor& sk, const Tensor& an) {
+                          const MemorylessStep c = memoryless_step(sigmas[k], sigmas[k + 1]);
+                          Tensor ja = vjp_in_x([&](const Tensor& xi) { return u_base(xi, sk); }, x, an);
+                          return ops::add(ops::mul(an, c.c_x), ops::mul(ops::to(ja, an.dtype()), c.c_u));
+                        });
 }
 
 Tensor adjoint_matching_loss(const Tensor& u_theta, const Tensor& u_base, const Tensor& adjoint, const Tensor& sigma) {
@@ -123,30 +134,19 @@ Tensor adjoint_matching_loss(const Tensor& u_theta, const Tensor& u_base, const 
 
 std::vector<Tensor> pmp_costate(const Field& u_theta, const Field& u_base, const std::vector<Tensor>& xs,
                                 const std::vector<float>& sigmas, const Tensor& terminal, double beta, int64_t stop) {
-  check_chain(xs, sigmas, terminal, stop, "pmp_costate");
   VGG_CHECK(beta > 0, "pmp_costate: beta must be positive, got ", beta);
-  const auto N = static_cast<int64_t>(sigmas.size()) - 1;
-  const int64_t B = terminal.size(0);
-  std::vector<Tensor> a(static_cast<size_t>(N + 1));
-  a[static_cast<size_t>(N)] = terminal.detach();
-  for (int64_t k = N - 1; k >= stop; --k) {
-    const auto ku = static_cast<size_t>(k);
-    const double h = static_cast<double>(sigmas[ku]) - static_cast<double>(sigmas[ku + 1]);
-    Tensor sk = full({B}, sigmas[ku], opts(DType::F32));
-    const Tensor& an = a[ku + 1];
-    Tensor gx;
-    {
-      GradModeGuard gm(true);
-      Tensor xi = xs[ku].detach().requires_grad_(true);
-      Tensor ut = u_theta(xi, sk), ub = u_base(xi, sk);
-      // h/(2β)·‖u_θ − u_base‖² − h·⟨a_{k+1}, u_θ⟩ summed over the batch (samples are independent)
-      Tensor run = ops::mul(ops::sum(ops::square(ops::sub(ut, ub))), h / (2 * beta));
-      Tensor lin = ops::mul(ops::sum(ops::mul(ut, ops::to(an, ut.dtype()))), h);
-      gx = grad({ops::sub(run, lin)}, {xi})[0].detach();
-    }
-    a[ku] = ops::add(an, ops::to(gx, an.dtype())).detach();
-  }
-  return a;
+  return backward_sweep(xs, sigmas, terminal, stop, "pmp_costate",
+                        [&](size_t k, const Tensor& x, const Tensor& sk, const Tensor& an) {
+                          const double h = static_cast<double>(sigmas[k]) - static_cast<double>(sigmas[k + 1]);
+                          GradModeGuard gm(true);
+                          Tensor xi = x.detach().requires_grad_(true);
+                          Tensor ut = u_theta(xi, sk), ub = u_base(xi, sk);
+                          // h/(2β)·‖u_θ − u_base‖² − h·⟨a_{k+1}, u_θ⟩ summed over the batch (samples are independent)
+                          Tensor run = ops::mul(ops::sum(ops::square(ops::sub(ut, ub))), h / (2 * beta));
+                          Tensor lin = ops::mul(ops::sum(ops::mul(ut, ops::to(an, ut.dtype()))), h);
+                          Tensor gx = grad({ops::sub(run, lin)}, {xi})[0].detach();
+                          return ops::add(an, ops::to(gx, an.dtype()));
+                        });
 }
 
 std::vector<int64_t> stratified_times(int64_t steps, int64_t times, Generator& gen) {
