@@ -5,6 +5,7 @@
 #include "kernels/elementwise.h"
 #include "kernels/rng.h"
 #include "tensor/dispatch.h"
+#include "tensor/storage.h"
 
 namespace vgg {
 
@@ -114,11 +115,35 @@ Tensor expand_raw(const Tensor& t, const Shape& shape, const char* op) {
   return as_strided_view(t, shape, st, t.offset());
 }
 
+namespace {
+
+// Host <-> device: the host side converts (dtype, broadcasting, any strides) with the CPU copy
+// kernel, the bytes move contiguously (device_copy_bytes: pinned staging in the CUDA backend), and
+// a non-contiguous device side goes through the device's own copy kernel.
+void copy_across(const Tensor& dst, const Tensor& src) {
+  VGG_CHECK(src.device().is_cpu() || dst.device().is_cpu(), "copy: ", src.device().str(), " -> ", dst.device().str(),
+            " (between two GPUs) is not supported");
+  if (src.device().is_cpu()) {
+    Tensor host = empty(dst.shape(), dst.dtype(), Device::cpu());
+    copy_into(host, src);
+    Tensor dev = dst.is_contiguous() ? dst : empty(dst.shape(), dst.dtype(), dst.device());
+    device_copy_bytes(dev.data_ptr(), dev.device(), host.data_ptr(), Device::cpu(),
+                      static_cast<size_t>(host.numel()) * itemsize(host.dtype()));
+    if (!dst.is_contiguous()) copy_into(dst, dev);
+    dst.bump_version();
+  } else {
+    Tensor dev = src.is_contiguous() ? src : clone_raw(src);
+    Tensor host = empty(dev.shape(), dev.dtype(), Device::cpu());
+    device_copy_bytes(host.data_ptr(), Device::cpu(), dev.data_ptr(), dev.device(),
+                      static_cast<size_t>(host.numel()) * itemsize(host.dtype()));
+    copy_into(dst, host);
+  }
+}
+
+}  // namespace
+
 void copy_into(const Tensor& dst, const Tensor& src) {
-  VGG_CHECK(dst.device() == src.device() || src.device().is_cpu() || dst.device().is_cpu(), "copy: devices ",
-            src.device().str(), " -> ", dst.device().str(), " are not supported");
-  VGG_CHECK(dst.device() == src.device(), "copy: cross-device copy ", src.device().str(), " -> ",
-            dst.device().str(), " needs the CUDA backend");
+  if (dst.device() != src.device()) return copy_across(dst, src);
   Tensor s = expand_raw(src, dst.shape(), "copy");
   auto dl = kernels::make_layout(dst.shape(), dst.strides());
   auto sl = kernels::make_layout(s.shape(), s.strides());

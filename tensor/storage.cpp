@@ -1,6 +1,7 @@
 #include "tensor/storage.h"
 
 #include <cstdlib>
+#include <string>
 #include <new>
 
 #include "tensor/error.h"
@@ -18,24 +19,42 @@ struct CpuAllocator final : Allocator {
   void deallocate(void* p, size_t) override { std::free(p); }
 };
 
-Allocator*& slot(DeviceType t) {
-  static Allocator* table[kNumDeviceTypes] = {nullptr, nullptr};
+DeviceAllocatorGetter& slot(DeviceType t) {
+  static DeviceAllocatorGetter table[kNumDeviceTypes] = {nullptr, nullptr};
+  return table[static_cast<int>(t)];
+}
+DeviceCopyFn& copy_slot(DeviceType t) {
+  static DeviceCopyFn table[kNumDeviceTypes] = {nullptr, nullptr};
   return table[static_cast<int>(t)];
 }
 }  // namespace
 
-void register_allocator(DeviceType t, Allocator* a) { slot(t) = a; }
+void register_allocator(DeviceType t, DeviceAllocatorGetter get) { slot(t) = get; }
+void register_device_copy(DeviceType t, DeviceCopyFn fn) { copy_slot(t) = fn; }
 
 Allocator* allocator_for(Device d) {
   if (d.is_cpu()) {
     static CpuAllocator cpu;
     return &cpu;
   }
-  Allocator* a = slot(d.type);
-  VGG_CHECK(a != nullptr, "device ", d.str(), " is not available: ",
-            cuda_built() ? "the CUDA tensor backend is not implemented yet" : "vggflow was built without CUDA");
-  VGG_CHECK(d.index < cuda_device_count(), "device ", d.str(), " is not available: ", cuda_unavailable_reason());
-  return a;
+  DeviceAllocatorGetter get = slot(d.type);
+  VGG_CHECK(get != nullptr, "device ", d.str(), " is not available: ",
+            cuda_built() ? "the CUDA tensor backend registered no allocator" : "vggflow was built without CUDA");
+  VGG_CHECK(d.index >= 0 && d.index < cuda_device_count(), "device ", d.str(), " is not available: ",
+            cuda_device_count() > 0 ? "there are " + std::to_string(cuda_device_count()) + " CUDA devices"
+                                    : cuda_unavailable_reason());
+  return get(d.index);
+}
+
+void device_copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t nbytes) {
+  VGG_CHECK(!(dst_dev.is_cpu() && src_dev.is_cpu()), "device_copy_bytes: both sides are on the host");
+  VGG_CHECK(dst_dev.is_cpu() || src_dev.is_cpu() || dst_dev == src_dev, "copy: ", src_dev.str(), " -> ", dst_dev.str(),
+            " (between two GPUs) is not supported");
+  const Device dev = dst_dev.is_cpu() ? src_dev : dst_dev;
+  DeviceCopyFn fn = copy_slot(dev.type);
+  VGG_CHECK(fn != nullptr, "copy to or from ", dev.str(), ": no device backend is linked in");
+  if (nbytes == 0) return;
+  fn(dst, src, nbytes, src_dev.is_cpu() ? 0 : dst_dev.is_cpu() ? 1 : 2, dev.index);
 }
 
 Storage::Storage(size_t n, Device dev) : nbytes(n), device(dev), allocator(allocator_for(dev)) {

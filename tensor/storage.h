@@ -14,10 +14,19 @@ struct Allocator {
   virtual void deallocate(void* p, size_t nbytes) = 0;
 };
 
-// The allocator for a device type; CPU's is built in (64-byte aligned), CUDA's is
-// registered by the CUDA backend. Throws a clear error when the device is unavailable.
+// The allocator of a device; CPU's is built in (64-byte aligned), CUDA's (one caching allocator
+// per GPU, tensor/caching_allocator.h) is registered by the CUDA backend as a getter by device
+// index. Throws a clear error when the device is unavailable.
 Allocator* allocator_for(Device d);
-void register_allocator(DeviceType t, Allocator* a);
+using DeviceAllocatorGetter = Allocator* (*)(int index);
+void register_allocator(DeviceType t, DeviceAllocatorGetter get);
+
+// Raw byte copies between a host buffer and a device buffer (or two device buffers), installed by
+// the device backend: kind 0 host->device, 1 device->host, 2 device->device; synchronous with
+// respect to the host. Throws when no backend is linked in.
+using DeviceCopyFn = void (*)(void* dst, const void* src, size_t nbytes, int kind, int device_index);
+void register_device_copy(DeviceType t, DeviceCopyFn fn);
+void device_copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t nbytes);
 
 struct Storage {
   Storage(size_t nbytes, Device device);

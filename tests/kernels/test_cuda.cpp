@@ -1,6 +1,10 @@
-// CUDA gate: without a usable GPU these tests skip with the CUDA error string; with one they
-// check that the backend reports the device and that device tensors are refused clearly
-// until the CUDA tensor backend lands.
+// CUDA runtime and device memory. Without a usable GPU every test skips with the CUDA error string;
+// with one: the device is reported, tensors move to the GPU and back bit-identically (every dtype,
+// non-contiguous and broadcast host sources, more than one staging chunk), the caching allocator
+// reuses blocks and counts them, an impossible allocation fails with one line saying how much was
+// asked and how much is free, and an op without a CUDA kernel throws naming the op.
+#include "autograd/ops.h"
+#include "tensor/caching_allocator.h"
 #include "tests/support/test_support.h"
 
 using namespace vgg;
@@ -10,6 +14,63 @@ TEST(CudaRuntime, ReportsDevicesOrSkips) {
   EXPECT_TRUE(cuda_built());
   EXPECT_GT(cuda_device_count(), 0);
   EXPECT_EQ(cuda_unavailable_reason(), "");
-  // CUDA tensors are not implemented yet: allocation must fail with a clear message
-  EXPECT_TRUE(test::throws_error([] { zeros({4}, {DType::F32, Device::cuda(0)}); }, {"cuda:0", "not implemented"}));
+  EXPECT_TRUE(test::throws_error([] { zeros({4}, {DType::F32, Device::cuda(cuda_device_count())}); }, {"is not available"}));
+}
+
+TEST(CudaMemory, RoundTripsEveryDtypeBitExactly) {
+  VGG_REQUIRE_CUDA();
+  for (DType dt : {DType::F32, DType::F64, DType::BF16, DType::I64, DType::I32}) {
+    SCOPED_TRACE(dtype_name(dt));
+    Tensor h = ops::to(ops::mul(test::rnd({3, 5, 7}, 1), 100.0), dt);
+    Tensor d = ops::to(h, Device::cuda());
+    EXPECT_TRUE(d.device().is_cuda());
+    Tensor back = ops::to(d, Device::cpu());
+    EXPECT_TRUE(test::all_close(ops::to(back, DType::F64), ops::to(h, DType::F64), 0, 0));
+  }
+}
+
+TEST(CudaMemory, StridedAndBroadcastHostSourcesAndLargeCopies) {
+  VGG_REQUIRE_CUDA();
+  Tensor h = test::rnd({64, 48}, 2);
+  Tensor t = ops::transpose(h, 0, 1);  // non-contiguous host view
+  Tensor back = ops::to(ops::to(t, Device::cuda()), Device::cpu());
+  EXPECT_TRUE(test::all_close(back, ops::contiguous(t), 0, 0));
+  Tensor z = zeros({5, 3}, {DType::F32, Device::cuda()});  // a broadcast scalar fill from the host
+  EXPECT_TRUE(test::all_close(ops::to(z, Device::cpu()), zeros({5, 3}), 0, 0));
+  // 24 MiB of f32: three chunks of the 8 MiB staging buffer, the last one partial
+  Tensor big = test::rnd({6 * 1024 * 1024 + 123}, 3, DType::F32);
+  EXPECT_TRUE(test::all_close(ops::to(ops::to(big, Device::cuda()), Device::cpu()), big, 0, 0));
+}
+
+TEST(CudaMemory, CachingAllocatorReusesBlocksAndReportsOutOfMemory) {
+  VGG_REQUIRE_CUDA();
+  const Device d = Device::cuda();
+  empty_cache(d);
+  reset_peak_memory_stats(d);
+  const AllocatorStats s0 = memory_stats(d);
+  {
+    Tensor a = empty({1 << 20}, DType::F32, d);  // 4 MiB
+    EXPECT_GE(memory_stats(d).allocated_bytes, s0.allocated_bytes + (size_t{4} << 20));
+  }
+  const AllocatorStats s1 = memory_stats(d);
+  { Tensor b = empty({1 << 20}, DType::F32, d); }
+  const AllocatorStats s2 = memory_stats(d);
+  EXPECT_EQ(s2.raw_allocations, s1.raw_allocations);  // the second 4 MiB came from the cache
+  EXPECT_EQ(s2.cache_hits, s1.cache_hits + 1);
+  EXPECT_GE(s2.peak_allocated_bytes, s0.allocated_bytes + (size_t{4} << 20));
+  EXPECT_TRUE(test::throws_error([&] { empty({int64_t{1} << 48}, DType::F32, d); },
+                                 {"cuda:0 out of memory", "tried to allocate 1.00 PiB", "free of"}));
+  Tensor after = ops::to(ops::to(test::rnd({8}, 4), d), Device::cpu());  // the device still works
+  EXPECT_TRUE(test::all_close(after, test::rnd({8}, 4), 0, 0));
+}
+
+TEST(CudaMemory, OpsWithoutACudaKernelThrowByName) {
+  VGG_REQUIRE_CUDA();
+  Tensor a = ops::to(test::rnd({4}, 5, DType::F32), Device::cuda());
+  EXPECT_TRUE(test::throws_error([&] { ops::add(a, a); }, {"cuda"}));
+}
+
+TEST(CudaMemory, CpuOnlyErrorsWithoutTheBackend) {
+  if (cuda_device_count() > 0) GTEST_SKIP() << "a GPU is present";
+  EXPECT_TRUE(test::throws_error([] { zeros({4}, {DType::F32, Device::cuda(0)}); }, {"cuda:0", "is not available"}));
 }
