@@ -1,0 +1,136 @@
+// CPU vs CUDA parity for the device kernels, one table of op cases (DESIGN.md §4: f32 within a few
+// ulps of the CPU, bf16 within one bf16 ulp, f64 and integers to 1e-12 / exactly). Every case runs
+// at an odd size (not a multiple of the 16-byte vector width) in f32, bf16 and f64, with a
+// contiguous and a non-contiguous (transposed) input. A kernel-level check writes into a poisoned
+// device buffer with guard elements on both sides that must stay untouched. Without a GPU every test
+// skips with the CUDA error string.
+#include <cmath>
+#include <functional>
+
+#include "autograd/ops.h"
+#include "kernels/elementwise.h"
+#include "tensor/dispatch.h"
+#include "tests/support/test_support.h"
+
+using namespace vgg;
+
+namespace {
+
+struct ParityCase {
+  std::string name;
+  std::function<Tensor(const std::vector<Tensor>&)> fn;
+  int inputs = 1;
+  double lo = -2, hi = 2;  // input range
+};
+std::ostream& operator<<(std::ostream& os, const ParityCase& c) { return os << c.name; }
+
+std::vector<ParityCase> cases() {
+  using namespace ops;
+  auto U = [](std::string n, std::function<Tensor(const Tensor&)> f, double lo = -2, double hi = 2) {
+    return ParityCase{n, [f](const std::vector<Tensor>& in) { return f(in[0]); }, 1, lo, hi};
+  };
+  auto B = [](std::string n, std::function<Tensor(const Tensor&, const Tensor&)> f, double lo = -2, double hi = 2) {
+    return ParityCase{n, [f](const std::vector<Tensor>& in) { return f(in[0], in[1]); }, 2, lo, hi};
+  };
+  return {
+      U("neg", [](const Tensor& x) { return neg(x); }),
+      U("abs", [](const Tensor& x) { return abs(x); }),
+      U("exp", [](const Tensor& x) { return exp(x); }),
+      U("log", [](const Tensor& x) { return log(x); }, 0.1, 3),
+      U("sqrt", [](const Tensor& x) { return sqrt(x); }, 0.1, 3),
+      U("rsqrt", [](const Tensor& x) { return rsqrt(x); }, 0.1, 3),
+      U("square", [](const Tensor& x) { return square(x); }),
+      U("sin", [](const Tensor& x) { return sin(x); }),
+      U("cos", [](const Tensor& x) { return cos(x); }),
+      U("tanh", [](const Tensor& x) { return tanh(x); }),
+      U("sigmoid", [](const Tensor& x) { return sigmoid(x); }),
+      U("silu", [](const Tensor& x) { return silu(x); }),
+      U("relu", [](const Tensor& x) { return relu(x); }),
+      U("gelu", [](const Tensor& x) { return gelu(x); }),
+      U("gelu_tanh", [](const Tensor& x) { return gelu(x, true); }),
+      U("sign", [](const Tensor& x) { return sign(x); }),
+      U("reciprocal", [](const Tensor& x) { return reciprocal(x); }, 0.2, 3),
+      U("pow_scalar", [](const Tensor& x) { return pow(x, 1.5); }, 0.1, 3),
+      U("clamp", [](const Tensor& x) { return clamp(x, -0.5, 0.7); }),
+      U("add_mul_scalar", [](const Tensor& x) { return mul(add(x, 0.25), -3.0); }),
+      B("add", [](const Tensor& a, const Tensor& b) { return add(a, b); }),
+      B("sub", [](const Tensor& a, const Tensor& b) { return sub(a, b); }),
+      B("mul", [](const Tensor& a, const Tensor& b) { return mul(a, b); }),
+      B("div", [](const Tensor& a, const Tensor& b) { return div(a, b); }, 0.2, 3),
+      B("pow", [](const Tensor& a, const Tensor& b) { return pow(a, b); }, 0.2, 2),
+      B("maximum", [](const Tensor& a, const Tensor& b) { return maximum(a, b); }),
+      B("minimum", [](const Tensor& a, const Tensor& b) { return minimum(a, b); }),
+      B("add_broadcast_row", [](const Tensor& a, const Tensor& b) { return add(a, narrow(b, 0, 0, 1)); }),
+      B("mul_broadcast_col", [](const Tensor& a, const Tensor& b) { return mul(a, narrow(b, 1, 2, 1)); }),
+      B("compare_where", [](const Tensor& a, const Tensor& b) { return where(gt(a, b), a, mul(b, 2.0)); }),
+      B("eq_le_cast", [](const Tensor& a, const Tensor& b) { return add(to(le(a, b), a.dtype()), to(eq(a, a), a.dtype())); }),
+      U("cast_roundtrip", [](const Tensor& x) { return to(to(to(x, DType::BF16), DType::F64), x.dtype()); }),
+      U("cast_int", [](const Tensor& x) { return to(to(mul(x, 10.0), DType::I64), x.dtype()); }),
+  };
+}
+
+// tolerance by dtype: f32 a few ulps of the CPU libm, bf16 one bf16 ulp, f64 1e-12
+double rtol(DType d) { return d == DType::BF16 ? 1.0 / 128 : d == DType::F32 ? 2e-6 : 1e-12; }
+
+class CudaParity : public ::testing::TestWithParam<ParityCase> {};
+
+TEST_P(CudaParity, MatchesTheCpu) {
+  VGG_REQUIRE_CUDA();
+  const ParityCase& c = GetParam();
+  for (DType dt : {DType::F32, DType::BF16, DType::F64}) {
+    for (bool transposed : {false, true}) {
+      SCOPED_TRACE(std::string(dtype_name(dt)) + (transposed ? " transposed" : " contiguous"));
+      std::vector<Tensor> cpu, gpu;
+      for (int i = 0; i < c.inputs; ++i) {
+        Tensor x = ops::to(test::rnd_uniform({37, 29}, c.lo, c.hi, 100 + i), dt);  // 1073 elements
+        if (transposed) x = ops::transpose(x, 0, 1);
+        cpu.push_back(x);
+        gpu.push_back(ops::to(x, Device::cuda()));
+      }
+      Tensor ref = c.fn(cpu), got = c.fn(gpu);
+      ASSERT_TRUE(got.device().is_cuda());
+      ASSERT_EQ(got.dtype(), ref.dtype());
+      Tensor back = ops::to(ops::to(got, Device::cpu()), DType::F64), r = ops::to(ref, DType::F64);
+      EXPECT_TRUE(test::all_close(back, r, rtol(dt) * 1e-3, rtol(dt)));
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Cuda, CudaParity, ::testing::ValuesIn(cases()),
+                         [](const ::testing::TestParamInfo<ParityCase>& i) { return i.param.name; });
+
+// The unary and binary kernels write exactly their n outputs: a poisoned buffer with 64 guard
+// elements on each side keeps its guards, and every output is overwritten.
+TEST(CudaKernels, OutputsStayInsideTheirBuffersAndOverwriteThePoison) {
+  VGG_REQUIRE_CUDA();
+  const int64_t n = 1001, g = 64;
+  const double poison = -12345.0;
+  for (DType dt : {DType::F32, DType::BF16, DType::F64}) {
+    SCOPED_TRACE(dtype_name(dt));
+    Tensor x = ops::to(ops::to(test::rnd({n}, 7), dt), Device::cuda());
+    Tensor buf = full({n + 2 * g}, poison, {dt, Device::cuda()});
+    Tensor out = ops::narrow(buf, 0, g, n);  // offset by g elements
+    auto layout = kernels::make_layout(x.shape(), x.strides());
+    kernels::UnaryParams p{kernels::UnaryOp::Exp};
+    get_kernel<kernels::UnaryFn>("unary", Device::cuda(), dt)(p, layout, x.data_ptr(), out.data_ptr());
+    Tensor host = ops::to(ops::to(buf, Device::cpu()), DType::F64);
+    std::vector<double> v = host.to_vector();
+    for (int64_t i = 0; i < g; ++i) {
+      ASSERT_EQ(v[static_cast<size_t>(i)], poison) << "guard before, element " << i;
+      ASSERT_EQ(v[static_cast<size_t>(n + g + i)], poison) << "guard after, element " << i;
+    }
+    Tensor ref = ops::to(ops::exp(ops::to(x, Device::cpu())), DType::F64);
+    EXPECT_TRUE(test::all_close(ops::narrow(host, 0, g, n), ref, 0, rtol(dt)));
+    // binary into the same poisoned buffer
+    fill_(buf, poison);
+    get_kernel<kernels::BinaryFn>("binary", Device::cuda(), dt)(kernels::BinaryOp::Mul, layout, x.data_ptr(), layout,
+                                                                x.data_ptr(), out.data_ptr());
+    v = ops::to(ops::to(buf, Device::cpu()), DType::F64).to_vector();
+    EXPECT_EQ(v[static_cast<size_t>(g - 1)], poison);
+    EXPECT_EQ(v[static_cast<size_t>(n + g)], poison);
+    EXPECT_NE(v[static_cast<size_t>(g)], poison);
+    EXPECT_NE(v[static_cast<size_t>(n + g - 1)], poison);
+  }
+}
+
+}  // namespace
