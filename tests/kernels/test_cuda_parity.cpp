@@ -1,4 +1,4 @@
-// CPU vs CUDA parity for the device kernels, one table of op cases (DESIGN.md §4: f32 within a few
+// CPU vs CUDA parity for the device kernels (elementwise, reductions, softmax, norms), one table of op cases (DESIGN.md §4: f32 within a few
 // ulps of the CPU, bf16 within one bf16 ulp, f64 and integers to 1e-12 / exactly). Every case runs
 // at an odd size (not a multiple of the 16-byte vector width) in f32, bf16 and f64, with a
 // contiguous and a non-contiguous (transposed) input. A kernel-level check writes into a poisoned
@@ -66,6 +66,20 @@ std::vector<ParityCase> cases() {
       B("eq_le_cast", [](const Tensor& a, const Tensor& b) { return add(to(le(a, b), a.dtype()), to(eq(a, a), a.dtype())); }),
       U("cast_roundtrip", [](const Tensor& x) { return to(to(to(x, DType::BF16), DType::F64), x.dtype()); }),
       U("cast_int", [](const Tensor& x) { return to(to(mul(x, 10.0), DType::I64), x.dtype()); }),
+      // rows (reduce.cu): the inner == 1 block-per-row path and the strided-column path
+      U("sum_all", [](const Tensor& x) { return sum(x); }),
+      U("sum_rows_cols", [](const Tensor& x) { return add(sum(x, {1}, true), sum(x, {0}, true)); }),
+      U("mean_amax_amin", [](const Tensor& x) { return add(mean(x, {1}, true), sub(amax(x, {0}, true), amin(x, {1}, true))); }),
+      U("argmax_argmin", [](const Tensor& x) { return to(add(argmax(x, 1), argmin(x, 1)), x.dtype()); }),
+      U("softmax_last", [](const Tensor& x) { return softmax(x, 1); }),
+      U("softmax_first", [](const Tensor& x) { return softmax(x, 0); }),
+      U("log_softmax", [](const Tensor& x) { return add(log_softmax(x, 1), log_softmax(x, 0)); }),
+      U("layer_norm", [](const Tensor& x) { return layer_norm(x, {x.size(1)}); }),
+      U("layer_norm_affine", [](const Tensor& x) {
+        Tensor w = mul(narrow(x, 0, 0, 1), 0.5), b = narrow(x, 0, 1, 1);
+        return layer_norm(x, {x.size(1)}, reshape(contiguous(w), {x.size(1)}), reshape(contiguous(b), {x.size(1)}));
+      }),
+      U("rms_norm", [](const Tensor& x) { return rms_norm(x, {x.size(1)}, reshape(contiguous(narrow(x, 0, 2, 1)), {x.size(1)})); }),
   };
 }
 
