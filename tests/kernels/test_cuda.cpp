@@ -2,7 +2,7 @@
 // with one: the device is reported, tensors move to the GPU and back bit-identically (every dtype,
 // non-contiguous and broadcast host sources, more than one staging chunk), the caching allocator
 // reuses blocks and counts them, an impossible allocation fails with one line saying how much was
-// asked and how much is free, and an op without a CUDA kernel yet (matmul) throws naming the op.
+// asked and how much is free, and an op without a CUDA kernel yet (index_select) throws naming the op.
 #include "autograd/ops.h"
 #include "tensor/caching_allocator.h"
 #include "tests/support/test_support.h"
@@ -67,8 +67,8 @@ TEST(CudaMemory, CachingAllocatorReusesBlocksAndReportsOutOfMemory) {
 TEST(CudaMemory, OpsWithoutACudaKernelThrowByName) {
   VGG_REQUIRE_CUDA();
   Tensor a = ops::to(test::rnd({4}, 5, DType::F32), Device::cuda());
-  EXPECT_TRUE(test::throws_error([&] { ops::matmul(ops::reshape(a, {2, 2}), ops::reshape(a, {2, 2})); },
-                                 {"op 'gemm' has no CUDA f32 kernel"}));
+  EXPECT_TRUE(test::throws_error([&] { ops::index_select(a, 0, ops::to(from_vector(std::vector<int64_t>{0, 2}, {2}), Device::cuda())); },
+                                 {"op 'index_select' has no CUDA f32 kernel"}));
 }
 
 TEST(CudaMemory, CpuOnlyErrorsWithoutTheBackend) {

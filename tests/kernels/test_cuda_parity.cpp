@@ -1,4 +1,4 @@
-// CPU vs CUDA parity for the device kernels (elementwise, reductions, softmax, norms), one table of op cases (DESIGN.md §4: f32 within a few
+// CPU vs CUDA parity for the device kernels (elementwise, GEMM, reductions, softmax, norms), one table of op cases (DESIGN.md §4: f32 within a few
 // ulps of the CPU, bf16 within one bf16 ulp, f64 and integers to 1e-12 / exactly). Every case runs
 // at an odd size (not a multiple of the 16-byte vector width) in f32, bf16 and f64, with a
 // contiguous and a non-contiguous (transposed) input. A kernel-level check writes into a poisoned
@@ -21,6 +21,7 @@ struct ParityCase {
   std::function<Tensor(const std::vector<Tensor>&)> fn;
   int inputs = 1;
   double lo = -2, hi = 2;  // input range
+  double atol = 1e-3;      // absolute tolerance as a multiple of the dtype's rtol (sums of many terms: larger)
 };
 std::ostream& operator<<(std::ostream& os, const ParityCase& c) { return os << c.name; }
 
@@ -29,8 +30,9 @@ std::vector<ParityCase> cases() {
   auto U = [](std::string n, std::function<Tensor(const Tensor&)> f, double lo = -2, double hi = 2) {
     return ParityCase{n, [f](const std::vector<Tensor>& in) { return f(in[0]); }, 1, lo, hi};
   };
-  auto B = [](std::string n, std::function<Tensor(const Tensor&, const Tensor&)> f, double lo = -2, double hi = 2) {
-    return ParityCase{n, [f](const std::vector<Tensor>& in) { return f(in[0], in[1]); }, 2, lo, hi};
+  auto B = [](std::string n, std::function<Tensor(const Tensor&, const Tensor&)> f, double lo = -2, double hi = 2,
+              double atol = 1e-3) {
+    return ParityCase{n, [f](const std::vector<Tensor>& in) { return f(in[0], in[1]); }, 2, lo, hi, atol};
   };
   return {
       U("neg", [](const Tensor& x) { return neg(x); }),
@@ -66,6 +68,13 @@ std::vector<ParityCase> cases() {
       B("eq_le_cast", [](const Tensor& a, const Tensor& b) { return add(to(le(a, b), a.dtype()), to(eq(a, a), a.dtype())); }),
       U("cast_roundtrip", [](const Tensor& x) { return to(to(to(x, DType::BF16), DType::F64), x.dtype()); }),
       U("cast_int", [](const Tensor& x) { return to(to(mul(x, 10.0), DType::I64), x.dtype()); }),
+      // GEMM (gemm.cu, cuBLASLt): both transpose flags, a broadcast batch
+      B("matmul_nt", [](const Tensor& a, const Tensor& b) { return matmul(a, transpose(b, 0, 1)); }, -2, 2, 10),
+      B("matmul_tn", [](const Tensor& a, const Tensor& b) { return matmul(transpose(a, 0, 1), b); }, -2, 2, 10),
+      B("matmul_batched", [](const Tensor& a, const Tensor& b) {
+        Tensor a3 = reshape(contiguous(narrow(a, 0, 0, 28)), {4, 7, a.size(1)});
+        return matmul(a3, transpose(b, 0, 1));
+      }, -2, 2, 10),
       // rows (reduce.cu): the inner == 1 block-per-row path and the strided-column path
       U("sum_all", [](const Tensor& x) { return sum(x); }),
       U("sum_rows_cols", [](const Tensor& x) { return add(sum(x, {1}, true), sum(x, {0}, true)); }),
@@ -105,7 +114,7 @@ TEST_P(CudaParity, MatchesTheCpu) {
       ASSERT_TRUE(got.device().is_cuda());
       ASSERT_EQ(got.dtype(), ref.dtype());
       Tensor back = ops::to(ops::to(got, Device::cpu()), DType::F64), r = ops::to(ref, DType::F64);
-      EXPECT_TRUE(test::all_close(back, r, rtol(dt) * 1e-3, rtol(dt)));
+      EXPECT_TRUE(test::all_close(back, r, rtol(dt) * c.atol, rtol(dt)));
     }
   }
 }
