@@ -2,7 +2,7 @@
 // with one: the device is reported, tensors move to the GPU and back bit-identically (every dtype,
 // non-contiguous and broadcast host sources, more than one staging chunk), the caching allocator
 // reuses blocks and counts them, an impossible allocation fails with one line saying how much was
-// asked and how much is free, and an op without a CUDA kernel yet (index_select) throws naming the op.
+// asked and how much is free, and an op without a CUDA kernel yet (avg_pool2d) throws naming the op.
 #include "autograd/ops.h"
 #include "tensor/caching_allocator.h"
 #include "tests/support/test_support.h"
@@ -67,8 +67,26 @@ TEST(CudaMemory, CachingAllocatorReusesBlocksAndReportsOutOfMemory) {
 TEST(CudaMemory, OpsWithoutACudaKernelThrowByName) {
   VGG_REQUIRE_CUDA();
   Tensor a = ops::to(test::rnd({4}, 5, DType::F32), Device::cuda());
-  EXPECT_TRUE(test::throws_error([&] { ops::index_select(a, 0, ops::to(from_vector(std::vector<int64_t>{0, 2}, {2}), Device::cuda())); },
-                                 {"op 'index_select' has no CUDA f32 kernel"}));
+  Tensor img = ops::to(test::rnd({1, 1, 4, 4}, 6, DType::F32), Device::cuda());
+  EXPECT_TRUE(test::throws_error([&] { ops::avg_pool2d(img, 2, 2); }, {"op 'avg_pool2d' has no CUDA f32 kernel"}));
+}
+
+// The same Philox counters give the same numbers on the GPU as on the CPU: uniform and randint
+// bit for bit, normal draws to the last bits of the device's log/sin/cos.
+TEST(CudaRng, SameNumbersAsTheCpu) {
+  VGG_REQUIRE_CUDA();
+  for (DType dt : {DType::F32, DType::F64, DType::BF16}) {
+    SCOPED_TRACE(dtype_name(dt));
+    Generator g1(42, 7), g2(42, 7);
+    Tensor cu = rand({1001}, {dt, Device::cpu()}, &g1), gu = rand({1001}, {dt, Device::cuda()}, &g2);
+    EXPECT_TRUE(test::all_close(ops::to(ops::to(gu, Device::cpu()), DType::F64), ops::to(cu, DType::F64), 0, 0));
+    Tensor cn = randn({1001}, {dt, Device::cpu()}, &g1), gn = randn({1001}, {dt, Device::cuda()}, &g2);
+    EXPECT_TRUE(test::all_close(ops::to(ops::to(gn, Device::cpu()), DType::F64), ops::to(cn, DType::F64), 1e-14,
+                                dt == DType::F64 ? 1e-14 : dt == DType::F32 ? 1.2e-7 : 8e-3));
+  }
+  Generator g1(5), g2(5);
+  Tensor ci = randint(-3, 11, {999}, {DType::I64}, &g1), gi = randint(-3, 11, {999}, {DType::I64, Device::cuda()}, &g2);
+  EXPECT_EQ(ops::to(gi, Device::cpu()).to_vector(), ci.to_vector());
 }
 
 TEST(CudaMemory, CpuOnlyErrorsWithoutTheBackend) {

@@ -1,4 +1,4 @@
-// CPU vs CUDA parity for the device kernels (elementwise, GEMM, reductions, softmax, norms), one table of op cases (DESIGN.md §4: f32 within a few
+// CPU vs CUDA parity for the device kernels (elementwise, GEMM, indexing, reductions, softmax, norms), one table of op cases (DESIGN.md §4: f32 within a few
 // ulps of the CPU, bf16 within one bf16 ulp, f64 and integers to 1e-12 / exactly). Every case runs
 // at an odd size (not a multiple of the 16-byte vector width) in f32, bf16 and f64, with a
 // contiguous and a non-contiguous (transposed) input. A kernel-level check writes into a poisoned
@@ -75,6 +75,23 @@ std::vector<ParityCase> cases() {
         Tensor a3 = reshape(contiguous(narrow(a, 0, 0, 28)), {4, 7, a.size(1)});
         return matmul(a3, transpose(b, 0, 1));
       }, -2, 2, 10),
+      // indexing (index_rng.cu); the indices live on the input's device
+      U("index_select_add", [](const Tensor& x) {
+        Tensor i = to(from_vector(std::vector<int64_t>{3, 0, 3, 7}, {4}), x.device());
+        Tensor sel = index_select(x, 1, i);  // [rows, 4], column 3 twice
+        return index_add(mul(x, 0.5), 1, i, sel);  // repeated index: the sums in order
+      }),
+      U("gather_scatter_add", [](const Tensor& x) {
+        std::vector<int64_t> iv;
+        for (int64_t r = 0; r < x.size(0); ++r)
+          for (int64_t j = 0; j < 3; ++j) iv.push_back((r * 7 + j * 5) % x.size(1));
+        Tensor i = to(from_vector(iv, {x.size(0), 3}), x.device());
+        return scatter_add(x, 1, i, mul(gather(x, 1, i), 2.0));
+      }),
+      U("embedding", [](const Tensor& x) {
+        Tensor i = to(from_vector(std::vector<int64_t>{1, 5, 1, 0, 9, 2}, {2, 3}), x.device());
+        return embedding(x, i);
+      }),
       // rows (reduce.cu): the inner == 1 block-per-row path and the strided-column path
       U("sum_all", [](const Tensor& x) { return sum(x); }),
       U("sum_rows_cols", [](const Tensor& x) { return add(sum(x, {1}, true), sum(x, {0}, true)); }),
