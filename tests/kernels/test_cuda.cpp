@@ -2,7 +2,7 @@
 // with one: the device is reported, tensors move to the GPU and back bit-identically (every dtype,
 // non-contiguous and broadcast host sources, more than one staging chunk), the caching allocator
 // reuses blocks and counts them, an impossible allocation fails with one line saying how much was
-// asked and how much is free, and an op without a CUDA kernel yet (avg_pool2d) throws naming the op.
+// asked and how much is free, and an op without a CUDA kernel yet (attention) throws naming the op.
 #include "autograd/ops.h"
 #include "tensor/caching_allocator.h"
 #include "tests/support/test_support.h"
@@ -67,8 +67,8 @@ TEST(CudaMemory, CachingAllocatorReusesBlocksAndReportsOutOfMemory) {
 TEST(CudaMemory, OpsWithoutACudaKernelThrowByName) {
   VGG_REQUIRE_CUDA();
   Tensor a = ops::to(test::rnd({4}, 5, DType::F32), Device::cuda());
-  Tensor img = ops::to(test::rnd({1, 1, 4, 4}, 6, DType::F32), Device::cuda());
-  EXPECT_TRUE(test::throws_error([&] { ops::avg_pool2d(img, 2, 2); }, {"op 'avg_pool2d' has no CUDA f32 kernel"}));
+  Tensor q = ops::to(test::rnd({1, 2, 8, 16}, 6, DType::F32), Device::cuda());
+  EXPECT_TRUE(test::throws_error([&] { ops::attention(q, q, q, 0.25); }, {"op 'attention_fwd' has no CUDA f32 kernel"}));
 }
 
 // The same Philox counters give the same numbers on the GPU as on the CPU: uniform and randint
