@@ -7,6 +7,7 @@
 #include <cmath>
 #include <functional>
 
+#include "autograd/engine.h"
 #include "autograd/ops.h"
 #include "kernels/elementwise.h"
 #include "tensor/dispatch.h"
@@ -189,3 +190,30 @@ TEST(CudaKernels, OutputsStayInsideTheirBuffersAndOverwriteThePoison) {
 }
 
 }  // namespace
+
+// Attention forward and backward (the straightforward CUDA kernels) against the CPU's tiled
+// kernels: sequence lengths that are not tile or warp multiples, head sizes 64 and 40 (dv 24).
+TEST(CudaAttention, ForwardAndBackwardMatchTheCpu) {
+  VGG_REQUIRE_CUDA();
+  for (DType dt : {DType::F32, DType::BF16, DType::F64}) {
+    for (int64_t d : {64, 40}) {
+      SCOPED_TRACE(std::string(dtype_name(dt)) + " d=" + std::to_string(d));
+      const int64_t dv = d == 64 ? 64 : 24;
+      Tensor q0 = ops::to(test::rnd({3, 37, d}, 11), dt), k0 = ops::to(test::rnd({3, 45, d}, 12), dt);
+      Tensor v0 = ops::to(test::rnd({3, 45, dv}, 13), dt), w = ops::to(test::rnd({3, 37, dv}, 14), dt);
+      std::vector<Tensor> grads[2], outs;
+      for (int dev = 0; dev < 2; ++dev) {
+        const Device D = dev ? Device::cuda() : Device::cpu();
+        Tensor q = ops::to(q0, D).detach().requires_grad_(true), k = ops::to(k0, D).detach().requires_grad_(true);
+        Tensor v = ops::to(v0, D).detach().requires_grad_(true);
+        Tensor o = ops::attention(q, k, v, 1.0 / std::sqrt(static_cast<double>(d)));
+        backward(ops::sum(ops::mul(o, ops::to(w, D))));
+        outs.push_back(ops::to(ops::to(o.detach(), Device::cpu()), DType::F64));
+        for (const Tensor& t : {q, k, v}) grads[dev].push_back(ops::to(ops::to(t.grad(), Device::cpu()), DType::F64));
+      }
+      const double tol = dt == DType::BF16 ? 2e-2 : dt == DType::F32 ? 2e-5 : 1e-11;
+      EXPECT_TRUE(test::all_close(outs[1], outs[0], tol, tol));
+      for (int i = 0; i < 3; ++i) EXPECT_TRUE(test::all_close(grads[1][i], grads[0][i], tol, tol)) << "gradient " << i;
+    }
+  }
+}
