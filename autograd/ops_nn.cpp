@@ -64,7 +64,8 @@ void check_param(const char* op, const char* what, const Tensor& p, const Tensor
   VGG_CHECK(p.shape() == ns, op, ": ", what, " has shape ", shape_str(p.shape()), ", expected ", shape_str(ns));
 }
 
-void check_index_range(const char* op, const Tensor& idx, int64_t n, int64_t dim) {
+void check_index_range(const char* op, const Tensor& idx0, int64_t n, int64_t dim) {
+  const Tensor idx = idx0.device().is_cpu() ? idx0 : to_device_raw(idx0, Device::cpu());  // device indices: checked on a copy
   const int64_t* p = idx.data<int64_t>();
   for (int64_t i = 0; i < idx.numel(); ++i)
     VGG_CHECK(p[i] >= 0 && p[i] < n, op, ": index ", p[i], " is out of range for dim ", dim, " of size ", n);

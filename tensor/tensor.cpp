@@ -5,6 +5,8 @@
 #include <ostream>
 #include <sstream>
 
+#include "tensor/factory.h"
+
 namespace vgg {
 
 int64_t Tensor::size(int64_t d) const { return shape()[wrap_dim(d, dim(), "size")]; }
@@ -64,11 +66,15 @@ static const char* elem_ptr(const Tensor& t, const std::vector<int64_t>& idx, co
 
 double Tensor::item() const {
   VGG_CHECK(numel() == 1, "item: tensor of shape ", shape_str(shape()), " has ", numel(), " elements, expected 1");
+  if (!device().is_cpu()) return to_device_raw(*this, Device::cpu()).item();  // one synchronous copy
   std::vector<int64_t> idx(dim(), 0);
   return read_elem(elem_ptr(*this, idx, "item"), dtype());
 }
 
-double Tensor::at(const std::vector<int64_t>& idx) const { return read_elem(elem_ptr(*this, idx, "at"), dtype()); }
+double Tensor::at(const std::vector<int64_t>& idx) const {
+  if (!device().is_cpu()) return to_device_raw(*this, Device::cpu()).at(idx);
+  return read_elem(elem_ptr(*this, idx, "at"), dtype());
+}
 
 void Tensor::set(const std::vector<int64_t>& idx, double v) {
   write_elem(const_cast<char*>(elem_ptr(*this, idx, "set")), dtype(), v);
@@ -76,7 +82,7 @@ void Tensor::set(const std::vector<int64_t>& idx, double v) {
 }
 
 std::vector<double> Tensor::to_vector() const {
-  VGG_CHECK(device().is_cpu(), "to_vector: needs a CPU tensor, got ", device().str());
+  if (!device().is_cpu()) return to_device_raw(*this, Device::cpu()).to_vector();
   std::vector<double> out;
   out.reserve(numel());
   int64_t n = numel();
