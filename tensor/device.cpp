@@ -41,4 +41,11 @@ std::string cuda_unavailable_reason() {
   return hooks().unavailable_reason ? hooks().unavailable_reason() : "no CUDA device";
 }
 
+void cuda_synchronize() {
+  if (hooks().synchronize && cuda_device_count() > 0) hooks().synchronize();
+}
+std::string cuda_device_name(int index) {
+  return hooks().device_name && index < cuda_device_count() ? hooks().device_name(index) : "";
+}
+
 }  // namespace vgg

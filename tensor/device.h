@@ -29,10 +29,18 @@ int cuda_device_count();
 // Why CUDA is unavailable (empty when a device is usable).
 std::string cuda_unavailable_reason();
 
+// Waits until all work queued on the GPU has finished (no-op without CUDA); throws with the CUDA
+// error string if a kernel failed. For timing and tests; copies to the host synchronise anyway.
+void cuda_synchronize();
+// The GPU's name ("NVIDIA H100 80GB HBM3"), empty without one.
+std::string cuda_device_name(int index = 0);
+
 // Hooks the CUDA backend installs when it is linked in.
 struct CudaRuntimeHooks {
   int (*device_count)() = nullptr;
   std::string (*unavailable_reason)() = nullptr;
+  void (*synchronize)() = nullptr;
+  std::string (*device_name)(int) = nullptr;
 };
 void set_cuda_runtime_hooks(const CudaRuntimeHooks& h);
 

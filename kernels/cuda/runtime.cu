@@ -5,6 +5,7 @@
 #include <string>
 
 #include "tensor/device.h"
+#include "tensor/error.h"
 
 namespace vgg::kernels::cuda {
 namespace {
@@ -28,8 +29,25 @@ std::string unavailable_reason() {
   return n == 0 ? "no CUDA device" : "";
 }
 
+void synchronize() {
+  const cudaError_t e = cudaDeviceSynchronize();
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    VGG_FAIL("CUDA error (a kernel failed or the device faulted): ", cudaGetErrorString(e));
+  }
+}
+
+std::string device_name(int index) {
+  cudaDeviceProp p{};
+  if (cudaGetDeviceProperties(&p, index) != cudaSuccess) {
+    cudaGetLastError();
+    return "";
+  }
+  return p.name;
+}
+
 struct Registrar {
-  Registrar() { set_cuda_runtime_hooks({&device_count, &unavailable_reason}); }
+  Registrar() { set_cuda_runtime_hooks({&device_count, &unavailable_reason, &synchronize, &device_name}); }
 } registrar;
 
 }  // namespace

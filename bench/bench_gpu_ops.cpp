@@ -1,0 +1,106 @@
+// GPU microbenchmarks (Google Benchmark; run through `tools/bench-compare gpu-ops`, which times the
+// same cases in PyTorch in the same invocation and prints ratios). Each case reports TFLOP/s or
+// GB/s as a counter. Timing: wall clock around `iterations` launches followed by one device
+// synchronisation (the launches queue back to back on one stream), after a warm-up call.
+//
+// Case names carry the shapes: gemm_<dtype>/M/N/K, ln_modulate_<dtype>/rows/width (layer_norm then
+// x·(1 + scale) + shift with per-sample scale/shift, as the MMDiT's adaLN; unfused in vggflow until
+// its fused kernel lands), softmax_<dtype>/rows/cols, adamw_f32/n (skipped: the optimizer runs on the
+// CPU so far, and says so).
+#include <benchmark/benchmark.h>
+
+#include <chrono>
+#include <string>
+
+#include "autograd/grad_mode.h"
+#include "autograd/ops.h"
+#include "tensor/factory.h"
+
+using namespace vgg;
+
+namespace {
+
+bool gpu_or_skip(benchmark::State& st) {
+  if (cuda_device_count() > 0) return true;
+  st.SkipWithError(("no GPU: " + cuda_unavailable_reason()).c_str());
+  return false;
+}
+
+// Runs fn `iterations` times per benchmark iteration batch with manual timing.
+template <class F>
+void timed(benchmark::State& st, F fn) {
+  fn();
+  cuda_synchronize();
+  for (auto _ : st) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    cuda_synchronize();
+    st.SetIterationTime(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+}
+
+DType dtype_of(int code) { return code == 0 ? DType::F32 : DType::BF16; }
+
+void BM_gemm(benchmark::State& st, int dt) {
+  if (!gpu_or_skip(st)) return;
+  NoGradGuard ng;
+  const int64_t M = st.range(0), N = st.range(1), K = st.range(2);
+  const TensorOptions o{dtype_of(dt), Device::cuda()};
+  Generator g(1);
+  Tensor a = randn({M, K}, o, &g), b = randn({K, N}, o, &g);
+  timed(st, [&] { benchmark::DoNotOptimize(ops::matmul(a, b)); });
+  st.counters["TFLOP/s"] = benchmark::Counter(2.0 * M * N * K * 1e-12, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_ln_modulate(benchmark::State& st, int dt) {
+  if (!gpu_or_skip(st)) return;
+  NoGradGuard ng;
+  const int64_t R = st.range(0), D = st.range(1), B = 2;
+  const TensorOptions o{dtype_of(dt), Device::cuda()};
+  Generator g(2);
+  Tensor x = randn({B, R / B, D}, o, &g), scale = randn({B, 1, D}, o, &g), shift = randn({B, 1, D}, o, &g);
+  timed(st, [&] {
+    Tensor y = ops::add(ops::mul(ops::layer_norm(x, {D}, Tensor(), Tensor(), 1e-6), ops::add(scale, 1.0)), shift);
+    benchmark::DoNotOptimize(y);
+  });
+  // the fused kernel's traffic: read x, write y (scale/shift are negligible)
+  st.counters["GB/s"] = benchmark::Counter(2.0 * R * D * itemsize(dtype_of(dt)) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_softmax(benchmark::State& st, int dt) {
+  if (!gpu_or_skip(st)) return;
+  NoGradGuard ng;
+  const int64_t R = st.range(0), C = st.range(1);
+  Generator g(3);
+  Tensor x = randn({R, C}, {dtype_of(dt), Device::cuda()}, &g);
+  timed(st, [&] { benchmark::DoNotOptimize(ops::softmax(x, 1)); });
+  st.counters["GB/s"] = benchmark::Counter(2.0 * R * C * itemsize(dtype_of(dt)) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_adamw(benchmark::State& st) {
+  if (!gpu_or_skip(st)) return;
+  st.SkipWithError("nn::AdamW runs on the CPU only so far (the fused CUDA AdamW is not written yet)");
+}
+
+}  // namespace
+
+BENCHMARK_CAPTURE(BM_gemm, f32, 0)->Args({4096, 4096, 4096})->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_gemm, bf16, 1)
+    ->Args({4096, 4096, 4096})
+    ->Args({8192, 8192, 8192})
+    ->Args({8192, 1536, 1536})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_ln_modulate, f32, 0)->Args({8192, 1536})->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_ln_modulate, bf16, 1)->Args({8192, 1536})->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_softmax, f32, 0)->Args({8192, 4096})->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_softmax, bf16, 1)->Args({8192, 4096})->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_adamw)->Arg(1 << 24)->UseManualTime();
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  benchmark::AddCustomContext("gpu", cuda_device_name(0).empty() ? "none" : cuda_device_name(0));
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Times vgg_bench_gpu's cases in PyTorch on the same GPU and prints one Markdown table.
+
+usage: gpu_compare.py VGG_JSON [--out TORCH_JSON] [--reps 20]
+
+Case names (gemm_<dtype>/M/N/K, ln_modulate_<dtype>/rows/width, softmax_<dtype>/rows/cols) come
+from vggflow's JSON. PyTorch runs the eager equivalents (matmul; layer_norm then x*(1+scale)+shift,
+unfused as in eager code; softmax) timed with CUDA events: median over --reps timings of a batch of
+launches after a warm-up. ratio = vggflow time / PyTorch time (< 1: vggflow is faster). TFLOP/s
+for GEMMs (2MNK), GB/s for the memory-bound ops (bytes read + written by a fused kernel).
+"""
+import argparse
+import json
+import statistics
+import sys
+
+UNIT_S = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
+
+
+def parse(name):
+    # "BM_gemm/bf16/4096/4096/4096/manual_time" -> ("gemm", "bf16", [4096, 4096, 4096])
+    parts = name.split("/")
+    op = parts[0][3:] if parts[0].startswith("BM_") else parts[0]
+    dims = [int(p) for p in parts[2:] if p.isdigit()]
+    return op, parts[1], dims
+
+
+def load_vgg(path):
+    data = json.load(open(path))
+    out = {}
+    for b in data.get("benchmarks", []):
+        name = b.get("run_name") or b["name"]
+        if b.get("error_occurred"):
+            out[name] = None
+            continue
+        if b.get("run_type") == "aggregate" and b.get("aggregate_name") != "median":
+            continue
+        out[name] = b["real_time"] * UNIT_S[b.get("time_unit", "ns")]
+    return data.get("context", {}), out
+
+
+def torch_time(op, dt, d, reps):
+    import torch
+    dtype = {"f32": torch.float32, "bf16": torch.bfloat16}[dt]
+    dev = "cuda"
+    g = torch.Generator(device=dev).manual_seed(1)
+    if op == "gemm":
+        torch.backends.cuda.matmul.allow_tf32 = False  # vggflow's f32 GEMM is full f32
+        a = torch.randn(d[0], d[2], device=dev, dtype=dtype, generator=g)
+        b = torch.randn(d[2], d[1], device=dev, dtype=dtype, generator=g)
+        fn = lambda: a @ b  # noqa: E731
+    elif op == "ln_modulate":
+        B = 2
+        x = torch.randn(B, d[0] // B, d[1], device=dev, dtype=dtype, generator=g)
+        scale = torch.randn(B, 1, d[1], device=dev, dtype=dtype, generator=g)
+        shift = torch.randn(B, 1, d[1], device=dev, dtype=dtype, generator=g)
+        fn = lambda: torch.nn.functional.layer_norm(x, (d[1],), eps=1e-6) * (1 + scale) + shift  # noqa: E731
+    elif op == "softmax":
+        x = torch.randn(d[0], d[1], device=dev, dtype=dtype, generator=g)
+        fn = lambda: torch.softmax(x, 1)  # noqa: E731
+    else:
+        return None
+    fn()
+    torch.cuda.synchronize()
+    inner = 10
+    times = []
+    for _ in range(reps):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        for _ in range(inner):
+            fn()
+        e.record()
+        torch.cuda.synchronize()
+        times.append(s.elapsed_time(e) * 1e-3 / inner)
+    return statistics.median(times)
+
+
+def rate(op, dt, d, t):
+    if t is None:
+        return ""
+    if op == "gemm":
+        return f"{2.0 * d[0] * d[1] * d[2] / t * 1e-12:.1f} TFLOP/s"
+    size = 4 if dt == "f32" else 2
+    return f"{2.0 * d[0] * d[1] * size / t * 1e-9:.0f} GB/s"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("vgg_json")
+    ap.add_argument("--out", default="")
+    ap.add_argument("--reps", type=int, default=20)
+    a = ap.parse_args()
+    try:
+        import torch
+    except ImportError:
+        sys.exit("gpu_compare: PyTorch is not importable here")
+    if not torch.cuda.is_available():
+        sys.exit("gpu_compare: PyTorch sees no GPU")
+    ctx, vgg = load_vgg(a.vgg_json)
+    rows, raw = [], {}
+    for name, tv in vgg.items():
+        op, dt, d = parse(name)
+        tt = torch_time(op, dt, d, a.reps)
+        raw[name] = {"vggflow_s": tv, "torch_s": tt}
+        ratio = f"{tv / tt:.2f}" if tv and tt else "n/a"
+        rows.append(f"| {op} {dt} {'x'.join(map(str, d))} | {tv * 1e3 if tv else float('nan'):.3f} | "
+                    f"{tt * 1e3 if tt else float('nan'):.3f} | {ratio} | {rate(op, dt, d, tv)} | {rate(op, dt, d, tt)} |")
+    gpu = torch.cuda.get_device_name(0)
+    print(f"GPU: {gpu} (vggflow context: {ctx.get('gpu', '?')}); PyTorch {torch.__version__}\n")
+    print("| case | vggflow ms | PyTorch ms | ratio | vggflow rate | PyTorch rate |")
+    print("|---|---|---|---|---|---|")
+    print("\n".join(rows))
+    if a.out:
+        json.dump({"gpu": gpu, "torch": torch.__version__, "cases": raw}, open(a.out, "w"), indent=1)
+
+
+if __name__ == "__main__":
+    main()
