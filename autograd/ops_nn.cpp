@@ -127,6 +127,57 @@ Tensor layer_norm(const Tensor& x, const Shape& ns, const Tensor& w, const Tenso
   return y;
 }
 
+Tensor layer_norm_modulate(const Tensor& x, const Tensor& scale, const Tensor& shift, double eps) {
+  detail::check_float("layer_norm_modulate", x);
+  detail::check_same("layer_norm_modulate", x, scale);
+  detail::check_same("layer_norm_modulate", x, shift);
+  VGG_CHECK(x.dim() == 3 && scale.dim() == 2 && scale.shape() == shift.shape() && scale.size(0) == x.size(0) &&
+                scale.size(1) == x.size(2),
+            "layer_norm_modulate: need x [B, T, D] and scale, shift [B, D], got ", describe(x), ", ", describe(scale),
+            ", ", describe(shift));
+  VGG_CHECK(eps >= 0, "layer_norm_modulate: eps must be >= 0, got ", eps);
+  const Dims last = {2};
+  Tensor xc = contiguous_raw(x), sc = contiguous_raw(scale), hc = contiguous_raw(shift);
+  Tensor y = empty(x.shape(), x.dtype(), x.device());
+  if (y.numel() > 0)
+    get_kernel<kernels::LayerNormModulateFn>("layer_norm_modulate", x.device(), x.dtype())(
+        x.size(0), x.size(1), x.size(2), xc.data_ptr(), sc.data_ptr(), hc.data_ptr(), eps, y.data_ptr());
+  // x̂ = (x − μ)·rstd with differentiable ops (recomputed: the backward and the JVP need it)
+  auto normalised = [last, eps](const Tensor& xv, Tensor* rstd) {
+    Tensor xm = sub(xv, mean(xv, last, true));
+    *rstd = rsqrt(add(mean(square(xm), last, true), eps));
+    return mul(xm, *rstd);
+  };
+  if (any_requires_grad({&x, &scale, &shift})) {
+    auto node = record("layer_norm_modulate", {x, scale, shift}, {&y});
+    SavedTensor sx(x, false), ss(scale, false);
+    node->backward = [=](const Grads& g, const std::vector<bool>& needs) -> Grads {
+      Tensor rstd, xhat = normalised(sx.unpack("layer_norm_modulate"), &rstd);
+      Tensor gx, gs, gh;
+      if (needs[1]) gs = sum(mul(g[0], xhat), {1});
+      if (needs[2]) gh = sum(g[0], {1});
+      if (needs[0]) {
+        Tensor gm = mul(g[0], add(unsqueeze(ss.unpack("layer_norm_modulate"), 1), 1.0));
+        gx = mul(rstd, sub(sub(gm, mean(gm, last, true)), mul(xhat, mean(mul(gm, xhat), last, true))));
+      }
+      return {gx, gs, gh};
+    };
+  }
+  // ty = tx̂·(1 + s) + x̂·ts + th, tx̂ = rstd·(tx − mean(tx) − x̂·mean(tx·x̂)) (layer_norm's JVP)
+  detail::forward_rule("layer_norm_modulate", {&x, &scale, &shift}, y, [&](const std::vector<Tensor>& t) {
+    Tensor rstd, xhat = normalised(x, &rstd);
+    Tensor ty;
+    if (t[0].defined()) {
+      Tensor th = mul(rstd, sub(sub(t[0], mean(t[0], last, true)), mul(xhat, mean(mul(t[0], xhat), last, true))));
+      ty = mul(th, add(unsqueeze(scale, 1), 1.0));
+    }
+    if (t[1].defined()) ty = detail::add_terms(ty, mul(xhat, unsqueeze(t[1], 1)));
+    if (t[2].defined()) ty = detail::add_terms(ty, detail::fit(unsqueeze(t[2], 1), x.shape()));
+    return ty;
+  });
+  return y;
+}
+
 Tensor rms_norm(const Tensor& x, const Shape& ns, const Tensor& w, double eps) {
   detail::check_float("rms_norm", x);
   Dims dims = trailing_dims("rms_norm", x, ns);

@@ -3,10 +3,10 @@
 // GB/s as a counter. Timing: wall clock around `iterations` launches followed by one device
 // synchronisation (the launches queue back to back on one stream), after a warm-up call.
 //
-// Case names carry the shapes: gemm_<dtype>/M/N/K, ln_modulate_<dtype>/rows/width (layer_norm then
-// x·(1 + scale) + shift with per-sample scale/shift, as the MMDiT's adaLN; unfused in vggflow until
-// its fused kernel lands), softmax_<dtype>/rows/cols, adamw_f32/n (skipped: the optimizer runs on the
-// CPU so far, and says so).
+// Case names carry the shapes: gemm/<dtype>/M/N/K, ln_modulate/<dtype>/rows/width (layer_norm then
+// x·(1 + scale) + shift with per-sample scale/shift, as the MMDiT's adaLN, as three ops) and
+// ln_modulate_fused (the same through the fused kernel), softmax/<dtype>/rows/cols, adamw/n
+// (skipped: the optimizer runs on the CPU so far, and says so).
 #include <benchmark/benchmark.h>
 
 #include <chrono>
@@ -67,6 +67,18 @@ void BM_ln_modulate(benchmark::State& st, int dt) {
   st.counters["GB/s"] = benchmark::Counter(2.0 * R * D * itemsize(dtype_of(dt)) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// the same through the fused kernel (ops::layer_norm_modulate)
+void BM_ln_modulate_fused(benchmark::State& st, int dt) {
+  if (!gpu_or_skip(st)) return;
+  NoGradGuard ng;
+  const int64_t R = st.range(0), D = st.range(1), B = 2;
+  const TensorOptions o{dtype_of(dt), Device::cuda()};
+  Generator g(2);
+  Tensor x = randn({B, R / B, D}, o, &g), scale = randn({B, D}, o, &g), shift = randn({B, D}, o, &g);
+  timed(st, [&] { benchmark::DoNotOptimize(ops::layer_norm_modulate(x, scale, shift, 1e-6)); });
+  st.counters["GB/s"] = benchmark::Counter(2.0 * R * D * itemsize(dtype_of(dt)) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
 void BM_softmax(benchmark::State& st, int dt) {
   if (!gpu_or_skip(st)) return;
   NoGradGuard ng;
@@ -93,6 +105,8 @@ BENCHMARK_CAPTURE(BM_gemm, bf16, 1)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_ln_modulate, f32, 0)->Args({8192, 1536})->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_ln_modulate, bf16, 1)->Args({8192, 1536})->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_ln_modulate_fused, f32, 0)->Args({8192, 1536})->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_ln_modulate_fused, bf16, 1)->Args({8192, 1536})->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_softmax, f32, 0)->Args({8192, 4096})->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_softmax, bf16, 1)->Args({8192, 4096})->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_adamw)->Arg(1 << 24)->UseManualTime();

@@ -1,6 +1,7 @@
 // Row normalisations over the last n elements of contiguous [rows, n] data.
 // layer_norm: y = (x - mean) * rstd * w + b  (w, b may be null)
 // rms_norm:   y = x * rsqrt(mean(x^2) + eps) * w  (w may be null)
+// layer_norm_modulate: the MMDiT's adaLN, below
 #pragma once
 #include <cstdint>
 
@@ -9,5 +10,9 @@ namespace vgg::kernels {
 using LayerNormFn = void (*)(int64_t rows, int64_t n, const void* x, const void* w, const void* b, double eps,
                              void* y);
 using RmsNormFn = void (*)(int64_t rows, int64_t n, const void* x, const void* w, double eps, void* y);
+// adaLN, fused: y[b, t, :] = layer_norm(x[b, t, :]) · (1 + scale[b, :]) + shift[b, :] over contiguous
+// x [batch, tokens, n] with scale, shift [batch, n] (no affine weights), one pass over x.
+using LayerNormModulateFn = void (*)(int64_t batch, int64_t tokens, int64_t n, const void* x, const void* scale,
+                                     const void* shift, double eps, void* y);
 
 }  // namespace vgg::kernels

@@ -96,8 +96,39 @@ void rms_norm_kernel(int64_t rows, int64_t n, const void* xp, const void* wp, do
   }
 }
 
+
+// adaLN: per row the layer_norm statistics (as layer_norm_row), then (x − μ)·rstd·(1 + s) + h.
+template <typename T>
+void layer_norm_modulate_kernel(int64_t batch, int64_t tokens, int64_t n, const void* xp, const void* sp, const void* hp,
+                                double eps, void* yp) {
+  using V = typename compute_type<T>::type;
+  const T* x = static_cast<const T*>(xp);
+  const T* sc = static_cast<const T*>(sp);
+  const T* sh = static_cast<const T*>(hp);
+  T* y = static_cast<T*>(yp);
+  parallel_for(batch * tokens, n * 4, [&](int64_t r) {
+    const int64_t b = r / tokens;
+    const T* xr = x + r * n;
+    V s = 0;
+    for (int64_t j = 0; j < n; ++j) s += static_cast<V>(load(xr[j]));
+    const V mean = s / static_cast<V>(n);
+    V ss = 0;
+    for (int64_t j = 0; j < n; ++j) {
+      const V d = static_cast<V>(load(xr[j])) - mean;
+      ss += d * d;
+    }
+    const V rstd = static_cast<V>(1.0 / std::sqrt(static_cast<double>(ss) / static_cast<double>(n) + eps));
+    for (int64_t j = 0; j < n; ++j)
+      y[r * n + j] = store<T>((static_cast<V>(load(xr[j])) - mean) * rstd * (V(1) + static_cast<V>(load(sc[b * n + j]))) +
+                              static_cast<V>(load(sh[b * n + j])));
+  });
+}
+
 }  // namespace
 
+VGG_REGISTER_KERNEL("layer_norm_modulate", CPU, F32, (&layer_norm_modulate_kernel<float>));
+VGG_REGISTER_KERNEL("layer_norm_modulate", CPU, F64, (&layer_norm_modulate_kernel<double>));
+VGG_REGISTER_KERNEL("layer_norm_modulate", CPU, BF16, (&layer_norm_modulate_kernel<bf16>));
 VGG_REGISTER_KERNEL("layer_norm", CPU, F32, (&layer_norm_kernel<float>));
 VGG_REGISTER_KERNEL("layer_norm", CPU, F64, (&layer_norm_kernel<double>));
 VGG_REGISTER_KERNEL("layer_norm", CPU, BF16, (&layer_norm_kernel<bf16>));

@@ -1,5 +1,5 @@
 // CUDA row kernels (contracts in kernels/reduce.h, softmax.h, norm.h): reductions over the middle
-// axis of [outer, r, inner], softmax / log-softmax, layer_norm and rms_norm forward.
+// axis of [outer, r, inner], softmax / log-softmax, layer_norm, the fused adaLN (layer_norm_modulate) and rms_norm forward.
 //
 // Layout of the work: with inner == 1 a row is contiguous and one 256-thread block owns it (strided
 // loads by the block, warp-shuffle then shared-memory reductions); with inner > 1 one thread owns
@@ -231,6 +231,38 @@ __global__ void rms_norm_rows(int64_t n, const T* x, const T* w, double eps, T* 
 }
 
 template <class T>
+__global__ void layer_norm_modulate_rows(int64_t tokens, int64_t n, const T* x, const T* scale, const T* shift, double eps,
+                                         T* y) {
+  using V = Cmp<T>;
+  const T* xr = x + blockIdx.x * n;
+  T* yr = y + blockIdx.x * n;
+  const T* sc = scale + (blockIdx.x / tokens) * n;
+  const T* sh = shift + (blockIdx.x / tokens) * n;
+  V s = 0;
+  for (int64_t j = threadIdx.x; j < n; j += kThreads) s += ld(xr + j);
+  const V mean = block_reduce<V, false>(s) / static_cast<V>(n);
+  V ss = 0;
+  for (int64_t j = threadIdx.x; j < n; j += kThreads) {
+    const V d = ld(xr + j) - mean;
+    ss += d * d;
+  }
+  ss = block_reduce<V, false>(ss);
+  const V rstd = static_cast<V>(1.0 / sqrt(static_cast<double>(ss) / static_cast<double>(n) + eps));
+  for (int64_t j = threadIdx.x; j < n; j += kThreads) yr[j] = st<T>((ld(xr + j) - mean) * rstd * (V(1) + ld(sc + j)) + ld(sh + j));
+}
+
+template <class T>
+void layer_norm_modulate_kernel(int64_t batch, int64_t tokens, int64_t n, const void* x, const void* scale,
+                                const void* shift, double eps, void* y) {
+  if (batch * tokens == 0 || n == 0) return;
+  VGG_CHECK(batch * tokens <= INT32_MAX, "layer_norm_modulate (CUDA): ", batch * tokens, " rows is more than one grid");
+  layer_norm_modulate_rows<T><<<static_cast<unsigned>(batch * tokens), kThreads>>>(
+      tokens, n, static_cast<const T*>(x), static_cast<const T*>(scale), static_cast<const T*>(shift), eps,
+      static_cast<T*>(y));
+  check_launch("layer_norm_modulate");
+}
+
+template <class T>
 void layer_norm_kernel(int64_t rows, int64_t n, const void* x, const void* w, const void* b, double eps, void* y) {
   if (rows == 0 || n == 0) return;
   VGG_CHECK(rows <= INT32_MAX, "layer_norm (CUDA): ", rows, " rows is more than one grid");
@@ -261,6 +293,9 @@ VGG_REGISTER_KERNEL("softmax", CUDA, BF16, (&softmax_kernel<bf16>));
 VGG_REGISTER_KERNEL("layer_norm", CUDA, F32, (&layer_norm_kernel<float>));
 VGG_REGISTER_KERNEL("layer_norm", CUDA, F64, (&layer_norm_kernel<double>));
 VGG_REGISTER_KERNEL("layer_norm", CUDA, BF16, (&layer_norm_kernel<bf16>));
+VGG_REGISTER_KERNEL("layer_norm_modulate", CUDA, F32, (&layer_norm_modulate_kernel<float>));
+VGG_REGISTER_KERNEL("layer_norm_modulate", CUDA, F64, (&layer_norm_modulate_kernel<double>));
+VGG_REGISTER_KERNEL("layer_norm_modulate", CUDA, BF16, (&layer_norm_modulate_kernel<bf16>));
 VGG_REGISTER_KERNEL("rms_norm", CUDA, F32, (&rms_norm_kernel<float>));
 VGG_REGISTER_KERNEL("rms_norm", CUDA, F64, (&rms_norm_kernel<double>));
 VGG_REGISTER_KERNEL("rms_norm", CUDA, BF16, (&rms_norm_kernel<bf16>));

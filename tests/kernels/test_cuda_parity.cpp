@@ -121,6 +121,11 @@ std::vector<ParityCase> cases() {
         Tensor w = mul(narrow(x, 0, 0, 1), 0.5), b = narrow(x, 0, 1, 1);
         return layer_norm(x, {x.size(1)}, reshape(contiguous(w), {x.size(1)}), reshape(contiguous(b), {x.size(1)}));
       }),
+      U("layer_norm_modulate", [](const Tensor& x) {
+        Tensor x3 = reshape(contiguous(narrow(x, 0, 0, 28)), {2, 14, x.size(1)});
+        Tensor sc = contiguous(narrow(x, 0, 28, 2)), sh = mul(contiguous(narrow(x, 0, 30, 2)), 0.5);
+        return layer_norm_modulate(x3, sc, sh);
+      }),
       U("rms_norm", [](const Tensor& x) { return rms_norm(x, {x.size(1)}, reshape(contiguous(narrow(x, 0, 2, 1)), {x.size(1)})); }),
   };
 }

@@ -477,3 +477,20 @@ TEST(ForwardAttention, TiledBackwardMatchesNaiveBackward) {
   }
   for (int i = 0; i < 3; ++i) EXPECT_TRUE(all_close(grads[1][i], grads[0][i], 1e-12, 1e-10)) << "input " << i;
 }
+
+// The fused adaLN kernel equals its definition, layer_norm(x)·(1 + scale) + shift, composed of
+// separate ops (f64 to rounding; f32 and bf16 within a few units of their precision).
+TEST(ForwardNorm, LayerNormModulateEqualsTheComposition) {
+  for (DType dt : {DType::F64, DType::F32, DType::BF16}) {
+    SCOPED_TRACE(dtype_name(dt));
+    Tensor x = ops::to(test::rnd({3, 7, 33}, 1), dt), s = ops::to(test::rnd({3, 33}, 2), dt), h = ops::to(test::rnd({3, 33}, 3), dt);
+    Tensor fused = ops::layer_norm_modulate(x, s, h, 1e-6);
+    Tensor x64 = ops::to(x, DType::F64);
+    Tensor ref = ops::add(ops::mul(ops::layer_norm(x64, {33}, Tensor(), Tensor(), 1e-6), ops::add(ops::unsqueeze(ops::to(s, DType::F64), 1), 1.0)),
+                          ops::unsqueeze(ops::to(h, DType::F64), 1));
+    const double tol = dt == DType::F64 ? 1e-13 : dt == DType::F32 ? 1e-5 : 3e-2;
+    EXPECT_TRUE(test::all_close(ops::to(fused, DType::F64), ref, tol, tol));
+  }
+  EXPECT_TRUE(test::throws_error([] { ops::layer_norm_modulate(test::rnd({2, 3, 4}, 1), test::rnd({2, 5}, 2), test::rnd({2, 5}, 3)); },
+                                 {"layer_norm_modulate: need x [B, T, D] and scale, shift [B, D]"}));
+}

@@ -8,6 +8,7 @@ from vggflow's JSON. PyTorch runs the eager equivalents (matmul; layer_norm then
 unfused as in eager code; softmax) timed with CUDA events: median over --reps timings of a batch of
 launches after a warm-up. ratio = vggflow time / PyTorch time (< 1: vggflow is faster). TFLOP/s
 for GEMMs (2MNK), GB/s for the memory-bound ops (bytes read + written by a fused kernel).
+ln_modulate_fused is vggflow's fused adaLN kernel against the same unfused eager PyTorch code.
 """
 import argparse
 import json
@@ -49,7 +50,7 @@ def torch_time(op, dt, d, reps):
         a = torch.randn(d[0], d[2], device=dev, dtype=dtype, generator=g)
         b = torch.randn(d[2], d[1], device=dev, dtype=dtype, generator=g)
         fn = lambda: a @ b  # noqa: E731
-    elif op == "ln_modulate":
+    elif op in ("ln_modulate", "ln_modulate_fused"):  # PyTorch eager is unfused either way
         B = 2
         x = torch.randn(B, d[0] // B, d[1], device=dev, dtype=dtype, generator=g)
         scale = torch.randn(B, 1, d[1], device=dev, dtype=dtype, generator=g)
