@@ -16,6 +16,7 @@
 #include <type_traits>
 
 #include "kernels/attention.h"
+#include "kernels/cuda/common.cuh"
 #include "tensor/dispatch.h"
 #include "tensor/error.h"
 #include "tensor/storage.h"
@@ -23,31 +24,9 @@
 namespace vgg::kernels::cuda {
 namespace {
 
-using bf16 = __nv_bfloat16;
 constexpr int kWarps = 4;      // warps per block
 constexpr int kMaxPerLane = 8;  // head sizes up to 256
 
-void check_launch(const char* what) {
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) VGG_FAIL("CUDA kernel ", what, " failed: ", cudaGetErrorString(e));
-}
-
-template <class T>
-using Cmp = std::conditional_t<std::is_same_v<T, double>, double, float>;
-template <class T>
-__device__ __forceinline__ Cmp<T> ld(T v) {
-  if constexpr (std::is_same_v<T, bf16>)
-    return __bfloat162float(v);
-  else
-    return v;
-}
-template <class T, class V>
-__device__ __forceinline__ T st(V v) {
-  if constexpr (std::is_same_v<T, bf16>)
-    return __float2bfloat16_rn(static_cast<float>(v));
-  else
-    return static_cast<T>(v);
-}
 template <class V>
 __device__ __forceinline__ V warp_sum(V v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -57,7 +36,7 @@ __device__ __forceinline__ V warp_sum(V v) {
 template <class T, class U>
 __device__ __forceinline__ Cmp<T> warp_dot(const T* a, const U* b, int64_t n, int lane) {
   Cmp<T> s = 0;
-  for (int64_t e = lane; e < n; e += 32) s += ld(a[e]) * ld(b[e]);
+  for (int64_t e = lane; e < n; e += 32) s += ldv(a[e]) * ldv(b[e]);
   return warp_sum(s);
 }
 
@@ -84,7 +63,7 @@ __global__ void fwd_k(AttnArgs a, const T* q, const T* k, const T* v, T* o, Cmp<
 #pragma unroll
     for (int t = 0; t < kMaxPerLane; ++t) {
       const int64_t e = lane + 32 * t;
-      if (e < a.dv) acc[t] = acc[t] * corr + p * ld(vb[j * a.dv + e]);
+      if (e < a.dv) acc[t] = acc[t] * corr + p * ldv(vb[j * a.dv + e]);
     }
     m = mn;
   }
@@ -128,7 +107,7 @@ __global__ void bwd_dq_k(AttnArgs a, const T* q, const T* k, const T* v, const C
 #pragma unroll
     for (int t = 0; t < kMaxPerLane; ++t) {
       const int64_t e = lane + 32 * t;
-      if (e < a.d) acc[t] += ds * ld(kb[j * a.d + e]);
+      if (e < a.d) acc[t] += ds * ldv(kb[j * a.d + e]);
     }
   }
 #pragma unroll
@@ -161,8 +140,8 @@ __global__ void bwd_dkv_k(AttnArgs a, const T* q, const T* k, const T* v, const 
 #pragma unroll
     for (int t = 0; t < kMaxPerLane; ++t) {
       const int64_t e = lane + 32 * t;
-      if (e < a.d) ak[t] += ds * ld(qb[i * a.d + e]);
-      if (e < a.dv) av[t] += p * ld(dob[i * a.dv + e]);
+      if (e < a.d) ak[t] += ds * ldv(qb[i * a.d + e]);
+      if (e < a.dv) av[t] += p * ldv(dob[i * a.dv + e]);
     }
   }
 #pragma unroll

@@ -10,37 +10,17 @@
 #include <type_traits>
 
 #include "kernels/conv.h"
+#include "kernels/cuda/common.cuh"
 #include "tensor/dispatch.h"
 #include "tensor/error.h"
 
 namespace vgg::kernels::cuda {
 namespace {
 
-using bf16 = __nv_bfloat16;
 constexpr int kThreads = 256;
 
-void check_launch(const char* what) {
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) VGG_FAIL("CUDA kernel ", what, " failed: ", cudaGetErrorString(e));
-}
 unsigned grid(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
 
-template <class T>
-using Cmp = std::conditional_t<std::is_same_v<T, float> || std::is_same_v<T, bf16>, float, double>;
-template <class T>
-__device__ __forceinline__ Cmp<T> ld(T v) {
-  if constexpr (std::is_same_v<T, bf16>)
-    return __bfloat162float(v);
-  else
-    return v;
-}
-template <class T, class V>
-__device__ __forceinline__ T st(V v) {
-  if constexpr (std::is_same_v<T, bf16>)
-    return __float2bfloat16_rn(static_cast<float>(v));
-  else
-    return static_cast<T>(v);
-}
 
 // Output positions o in [0, n_out) with o·s − p + k == i for some k in [0, kk): [lo, hi].
 __device__ __forceinline__ void covering(int64_t i, int64_t s, int64_t p, int64_t kk, int64_t n_out, int64_t* lo, int64_t* hi) {
@@ -74,7 +54,7 @@ __global__ void col2im_k(Conv2dGeom g, const T* cols, T* x) {
     for (int64_t kj = 0; kj < g.kw; ++kj) {
       const int64_t tx = ix + g.pw - kj;
       if (tx < 0 || tx % g.sw != 0 || tx / g.sw >= g.ow) continue;
-      s += ld(cols[(nc * g.kh * g.kw + ki * g.kw + kj) * L + (ty / g.sh) * g.ow + tx / g.sw]);
+      s += ldv(cols[(nc * g.kh * g.kw + ki * g.kw + kj) * L + (ty / g.sh) * g.ow + tx / g.sw]);
     }
   }
   x[e] = st<T>(s);
@@ -93,7 +73,7 @@ __global__ void avg_pool_k(Conv2dGeom g, const T* x, T* y) {
     if (iy < 0 || iy >= g.h) continue;
     for (int64_t kj = 0; kj < g.kw; ++kj) {
       const int64_t ix = ox * g.sw - g.pw + kj;
-      if (ix >= 0 && ix < g.w) s += ld(xc[iy * g.w + ix]);
+      if (ix >= 0 && ix < g.w) s += ldv(xc[iy * g.w + ix]);
     }
   }
   y[e] = st<T>(s * (Cmp<T>(1) / static_cast<Cmp<T>>(g.kh * g.kw)));
@@ -112,7 +92,7 @@ __global__ void avg_pool_adjoint_k(Conv2dGeom g, const T* y, T* x) {
   covering(ix, g.sw, g.pw, g.kw, g.ow, &ox0, &ox1);
   Cmp<T> s = 0;
   for (int64_t oy = oy0; oy <= oy1; ++oy)
-    for (int64_t ox = ox0; ox <= ox1; ++ox) s += ld(yc[oy * g.ow + ox]) * inv;
+    for (int64_t ox = ox0; ox <= ox1; ++ox) s += ldv(yc[oy * g.ow + ox]) * inv;
   x[e] = st<T>(s);
 }
 

@@ -13,41 +13,13 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "kernels/cuda/common.cuh"
 #include "kernels/elementwise.h"
 #include "tensor/dispatch.h"
 #include "tensor/error.h"
 
 namespace vgg::kernels::cuda {
 namespace {
-
-using bf16 = __nv_bfloat16;
-
-void check_launch(const char* what) {
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) VGG_FAIL("CUDA kernel ", what, " failed: ", cudaGetErrorString(e));
-}
-
-template <class T>
-struct Compute {
-  using type = std::conditional_t<std::is_same_v<T, float> || std::is_same_v<T, bf16>, float, double>;
-};
-
-template <class T>
-__device__ __forceinline__ typename Compute<T>::type ld(const T* p) {
-  if constexpr (std::is_same_v<T, bf16>)
-    return __bfloat162float(*p);
-  else
-    return static_cast<typename Compute<T>::type>(*p);
-}
-template <class T, class V>
-__device__ __forceinline__ T st(V v) {
-  if constexpr (std::is_same_v<T, bf16>)
-    return __float2bfloat16_rn(static_cast<float>(v));
-  else if constexpr (std::is_same_v<T, bool>)
-    return v != V(0);
-  else
-    return static_cast<T>(v);
-}
 
 // Element offset of row-major linear index i in a strided layout.
 __device__ __forceinline__ int64_t offset_of(int64_t i, const Layout& l) {
@@ -123,7 +95,7 @@ __device__ __forceinline__ V unary_op(UnaryOp op, V x, V a, V b) {
 
 template <class T>
 __global__ void unary_strided(UnaryParams p, Layout xl, const T* x, T* y, int64_t n) {
-  using V = typename Compute<T>::type;
+  using V = Cmp<T>;
   const V a = static_cast<V>(p.a), b = static_cast<V>(p.b);
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     y[i] = st<T>(unary_op<V>(p.op, ld(x + offset_of(i, xl)), a, b));
@@ -132,7 +104,7 @@ __global__ void unary_strided(UnaryParams p, Layout xl, const T* x, T* y, int64_
 // Dense operands, 16 bytes per thread per iteration (W elements), the tail element by element.
 template <class T>
 __global__ void unary_dense(UnaryParams p, const T* x, T* y, int64_t n) {
-  using V = typename Compute<T>::type;
+  using V = Cmp<T>;
   constexpr int W = 16 / sizeof(T);
   const V a = static_cast<V>(p.a), b = static_cast<V>(p.b);
   const int64_t nv = n / W;
@@ -188,14 +160,14 @@ __device__ __forceinline__ V binary_op(BinaryOp op, V x, V y) {
 
 template <class T, class O>
 __global__ void binary_strided(BinaryOp op, Layout al, const T* a, Layout bl, const T* b, O* out, int64_t n) {
-  using V = typename Compute<T>::type;
+  using V = Cmp<T>;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     out[i] = st<O>(binary_op<V>(op, ld(a + offset_of(i, al)), ld(b + offset_of(i, bl))));
 }
 
 template <class T>
 __global__ void binary_dense(BinaryOp op, const T* a, const T* b, T* out, int64_t n) {
-  using V = typename Compute<T>::type;
+  using V = Cmp<T>;
   constexpr int W = 16 / sizeof(T);
   const int64_t nv = n / W;
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;

@@ -14,37 +14,17 @@
 
 #include "kernels/index.h"
 #include "kernels/rng.h"
+#include "kernels/cuda/common.cuh"
 #include "tensor/dispatch.h"
 #include "tensor/error.h"
 
 namespace vgg::kernels::cuda {
 namespace {
 
-using bf16 = __nv_bfloat16;
 constexpr int kThreads = 256;
 
-void check_launch(const char* what) {
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) VGG_FAIL("CUDA kernel ", what, " failed: ", cudaGetErrorString(e));
-}
 unsigned grid(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
 
-template <class T>
-using Cmp = std::conditional_t<std::is_same_v<T, float> || std::is_same_v<T, bf16>, float, double>;
-template <class T>
-__device__ __forceinline__ Cmp<T> ld(T v) {
-  if constexpr (std::is_same_v<T, bf16>)
-    return __bfloat162float(v);
-  else
-    return static_cast<Cmp<T>>(v);
-}
-template <class T, class V>
-__device__ __forceinline__ T st(V v) {
-  if constexpr (std::is_same_v<T, bf16>)
-    return __float2bfloat16_rn(static_cast<float>(v));
-  else
-    return static_cast<T>(v);
-}
 
 // ---- indexing -------------------------------------------------------------------------------
 
@@ -63,7 +43,7 @@ __global__ void index_add_k(int64_t outer, int64_t n, int64_t inner, T* dst, con
   const int64_t o = c / inner, i = c % inner;
   for (int64_t j = 0; j < m; ++j) {
     T& d = dst[(o * n + idx[j]) * inner + i];
-    d = st<T>(ld(d) + ld(src[(o * m + j) * inner + i]));
+    d = st<T>(ldv(d) + ldv(src[(o * m + j) * inner + i]));
   }
 }
 
@@ -83,7 +63,7 @@ __global__ void scatter_add_k(int64_t outer, int64_t n, int64_t inner, T* dst, c
   for (int64_t j = 0; j < m; ++j) {
     const int64_t e = (o * m + j) * inner + i;
     T& d = dst[(o * n + idx[e]) * inner + i];
-    d = st<T>(ld(d) + ld(src[e]));
+    d = st<T>(ldv(d) + ldv(src[e]));
   }
 }
 

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "kernels/cuda/common.cuh"
 #include "kernels/norm.h"
 #include "kernels/reduce.h"
 #include "kernels/softmax.h"
@@ -23,16 +24,7 @@
 namespace vgg::kernels::cuda {
 namespace {
 
-using bf16 = __nv_bfloat16;
 constexpr int kThreads = 256;
-
-void check_launch(const char* what) {
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) VGG_FAIL("CUDA kernel ", what, " failed: ", cudaGetErrorString(e));
-}
-
-template <class T>
-using Cmp = std::conditional_t<std::is_same_v<T, float> || std::is_same_v<T, bf16>, float, double>;
 
 template <class T>
 __device__ __forceinline__ double ld_d(const T* p) {
@@ -41,21 +33,6 @@ __device__ __forceinline__ double ld_d(const T* p) {
   else
     return static_cast<double>(*p);
 }
-template <class T>
-__device__ __forceinline__ Cmp<T> ld(const T* p) {
-  if constexpr (std::is_same_v<T, bf16>)
-    return __bfloat162float(*p);
-  else
-    return static_cast<Cmp<T>>(*p);
-}
-template <class T, class V>
-__device__ __forceinline__ T st(V v) {
-  if constexpr (std::is_same_v<T, bf16>)
-    return __float2bfloat16_rn(static_cast<float>(v));
-  else
-    return static_cast<T>(v);
-}
-
 // Block-wide sum or max of one value per thread; every thread gets the result.
 template <class V, bool Max>
 __device__ V block_reduce(V v) {
@@ -188,11 +165,11 @@ void softmax_kernel(bool log_, int64_t outer, int64_t n, int64_t inner, const vo
 
 // ---- layer_norm, rms_norm -------------------------------------------------------------------
 
+// The block's row statistics for layer_norm: mean, then the centred sum of squares (two passes,
+// as the CPU kernel).
 template <class T>
-__global__ void layer_norm_rows(int64_t n, const T* x, const T* w, const T* b, double eps, T* y) {
+__device__ void row_stats(const T* xr, int64_t n, double eps, Cmp<T>* mean_out, Cmp<T>* rstd_out) {
   using V = Cmp<T>;
-  const T* xr = x + blockIdx.x * n;
-  T* yr = y + blockIdx.x * n;
   V s = 0;
   for (int64_t j = threadIdx.x; j < n; j += kThreads) s += ld(xr + j);
   const V mean = block_reduce<V, false>(s) / static_cast<V>(n);
@@ -202,7 +179,17 @@ __global__ void layer_norm_rows(int64_t n, const T* x, const T* w, const T* b, d
     ss += d * d;
   }
   ss = block_reduce<V, false>(ss);
-  const V rstd = static_cast<V>(1.0 / sqrt(static_cast<double>(ss) / static_cast<double>(n) + eps));
+  *mean_out = mean;
+  *rstd_out = static_cast<V>(1.0 / sqrt(static_cast<double>(ss) / static_cast<double>(n) + eps));
+}
+
+template <class T>
+__global__ void layer_norm_rows(int64_t n, const T* x, const T* w, const T* b, double eps, T* y) {
+  using V = Cmp<T>;
+  const T* xr = x + blockIdx.x * n;
+  T* yr = y + blockIdx.x * n;
+  V mean, rstd;
+  row_stats(xr, n, eps, &mean, &rstd);
   for (int64_t j = threadIdx.x; j < n; j += kThreads) {
     V v = (ld(xr + j) - mean) * rstd;
     if (w) v = v * ld(w + j);
@@ -238,16 +225,8 @@ __global__ void layer_norm_modulate_rows(int64_t tokens, int64_t n, const T* x, 
   T* yr = y + blockIdx.x * n;
   const T* sc = scale + (blockIdx.x / tokens) * n;
   const T* sh = shift + (blockIdx.x / tokens) * n;
-  V s = 0;
-  for (int64_t j = threadIdx.x; j < n; j += kThreads) s += ld(xr + j);
-  const V mean = block_reduce<V, false>(s) / static_cast<V>(n);
-  V ss = 0;
-  for (int64_t j = threadIdx.x; j < n; j += kThreads) {
-    const V d = ld(xr + j) - mean;
-    ss += d * d;
-  }
-  ss = block_reduce<V, false>(ss);
-  const V rstd = static_cast<V>(1.0 / sqrt(static_cast<double>(ss) / static_cast<double>(n) + eps));
+  V mean, rstd;
+  row_stats(xr, n, eps, &mean, &rstd);
   for (int64_t j = threadIdx.x; j < n; j += kThreads) yr[j] = st<T>((ld(xr + j) - mean) * rstd * (V(1) + ld(sc + j)) + ld(sh + j));
 }
 
