@@ -1,7 +1,6 @@
-// AdamW, LR schedules and EMA (contracts in nn/optim.h). The update loops are written so that
-// each element sees exactly torch's sequence of roundings: the moment updates use explicit
-// fused multiply-adds where torch's CPU kernels do (its vectorised add_/addcmul_), and the
-// compiler may fuse nothing else (contraction is turned off for this file).
+// AdamW, LR schedules and EMA (contracts in nn/optim.h). AdamW's arithmetic runs in the
+// multi-tensor kernels of kernels/optim.h (CPU and CUDA, same bits); the EMA loop is written so
+// that each element sees the reference's roundings (contraction is turned off for this file).
 #include "nn/optim.h"
 
 #if defined(__clang__)
@@ -19,6 +18,8 @@
 #include <sstream>
 
 #include "autograd/grad_mode.h"
+#include "kernels/optim.h"
+#include "tensor/dispatch.h"
 #include "tensor/error.h"
 #include "tensor/factory.h"
 
@@ -27,68 +28,18 @@ namespace vgg::nn {
 namespace {
 
 constexpr int64_t kParallelMin = 1 << 15;  // elements below which loops stay single-threaded
-constexpr int64_t kNormBlock = 1 << 14;    // fixed blocks keep the norm independent of threads
-
-// Σ x² in double: fixed blocks, four accumulators each, blocks summed in order.
-template <typename T>
-double sum_squares(const T* x, int64_t n) {
-  auto block = [x](int64_t lo, int64_t hi) {
-    double a[4] = {0, 0, 0, 0};
-    int64_t i = lo;
-    for (; i + 4 <= hi; i += 4)
-      for (int k = 0; k < 4; ++k) {
-        double v = static_cast<double>(x[i + k]);
-        a[k] += v * v;
-      }
-    for (; i < hi; ++i) a[0] += static_cast<double>(x[i]) * static_cast<double>(x[i]);
-    return (a[0] + a[1]) + (a[2] + a[3]);
-  };
-  int64_t nb = (n + kNormBlock - 1) / kNormBlock;
-  if (nb <= 1) return block(0, n);
-  std::vector<double> part(static_cast<size_t>(nb));
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
-  for (int64_t b = 0; b < nb; ++b) part[b] = block(b * kNormBlock, std::min(n, (b + 1) * kNormBlock));
-  double s = 0;
-  for (double p : part) s += p;
-  return s;
-}
-
-double sum_squares(const Tensor& t) {
-  if (t.dtype() == DType::F64) return sum_squares(t.data<double>(), t.numel());
-  return sum_squares(t.data<float>(), t.numel());
-}
-
-struct AdamScalars {
-  double lr, beta1, beta2, eps, weight_decay;
-  int64_t step;  // after the increment
-  double clip;   // factor for the gradient; 1 = none
-  bool scale;
+// One (device, dtype) bucket of tensors for the multi-tensor kernels.
+struct BucketKey {
+  DeviceType type;
+  int index;
+  DType dtype;
+  auto operator<=>(const BucketKey&) const = default;
 };
+BucketKey bucket_of(const Tensor& t) { return {t.device().type, t.device().index, t.dtype()}; }
+Device device_of(const BucketKey& k) { return Device{k.type, k.index}; }
 
-// One AdamW update of n contiguous elements, in torch's order of roundings.
-template <typename T>
-void adamw_update(T* p, const T* g, T* m, T* v, int64_t n, const AdamScalars& s) {
-  const double bc1 = 1.0 - std::pow(s.beta1, static_cast<double>(s.step));
-  const double bc2 = 1.0 - std::pow(s.beta2, static_cast<double>(s.step));
-  const T decay = static_cast<T>(1.0 - s.lr * s.weight_decay);
-  const T b1 = static_cast<T>(s.beta1), a1 = static_cast<T>(1.0 - s.beta1);
-  const T b2 = static_cast<T>(s.beta2), a2 = static_cast<T>(1.0 - s.beta2);
-  const T bc2_sqrt = static_cast<T>(std::sqrt(bc2)), eps = static_cast<T>(s.eps);
-  const T neg_step = static_cast<T>(-(s.lr / bc1));
-  const T clip = static_cast<T>(s.clip);
-  const bool scale = s.scale;
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
-  for (int64_t i = 0; i < n; ++i) {
-    const T gi = scale ? g[i] * clip : g[i];
-    const T pi = p[i] * decay;
-    const T mi = std::fma(a1, gi, m[i] * b1);       // torch's add_(g, alpha) is a fused multiply-add
-    const T vi = std::fma(a2 * gi, gi, v[i] * b2);  // and so is addcmul_ (value·g)·g + v
-    m[i] = mi;
-    v[i] = vi;
-    const T denom = std::sqrt(vi) / bc2_sqrt + eps;
-    p[i] = pi + (neg_step * mi) / denom;
-  }
-}
+// A CPU copy (the snapshot a state dict holds).
+Tensor host_copy(const Tensor& t) { return t.device().is_cpu() ? clone_raw(t) : to_device_raw(t, Device::cpu()); }
 
 void check_hyper(const ParamGroup& g, const char* who) {
   auto finite = [&](double v, const char* what) {
@@ -215,14 +166,27 @@ AdamW::AdamW(std::vector<ParamGroup> groups) : groups_(std::move(groups)) {
                 "parameters are not supported)");
       VGG_CHECK(p.dtype() == DType::F32 || p.dtype() == DType::F64, "AdamW: parameter '", name, "' is ",
                 dtype_name(p.dtype()), " (expects f32 or f64)");
-      VGG_CHECK(p.device().is_cpu(), "AdamW: parameter '", name, "' is on ", p.device().str(),
-                " (only CPU parameters are supported)");
       VGG_CHECK(p.is_contiguous(), "AdamW: parameter '", name, "' (", describe(p), ") is not contiguous");
       auto key = std::make_pair(static_cast<const void*>(p.storage().get()), static_cast<const void*>(p.data_ptr()));
       auto [it, fresh] = seen.emplace(key, Where{gi, i});
       VGG_CHECK(fresh, "AdamW: parameter '", name, "' is also in the optimizer as '",
                 groups_[it->second.g].name, ".", groups_[it->second.g].param_names[it->second.i], "'");
-      state_.back().push_back({zeros(p.shape(), {p.dtype()}), zeros(p.shape(), {p.dtype()}), 0});
+    }
+    // the moments of each (device, dtype) bucket of the group live in two flat buffers (the
+    // optimizer-state arena); each parameter's moments are views into them
+    std::map<BucketKey, int64_t> total;
+    for (const Tensor& p : g.params) total[bucket_of(p)] += p.numel();
+    std::map<BucketKey, std::pair<Tensor, Tensor>> arena;
+    for (const auto& [k, n] : total)
+      arena[k] = {zeros({n}, {k.dtype, device_of(k)}), zeros({n}, {k.dtype, device_of(k)})};
+    std::map<BucketKey, int64_t> offset;
+    for (const Tensor& p : g.params) {
+      const BucketKey k = bucket_of(p);
+      const int64_t off = offset[k];
+      offset[k] += p.numel();
+      const Strides st = contiguous_strides(p.shape());
+      state_.back().push_back({as_strided_view(arena[k].first, p.shape(), st, off),
+                               as_strided_view(arena[k].second, p.shape(), st, off), 0});
     }
   }
   std::set<std::string> keys;  // "a.b" + "c" and "a" + "b.c" would share state keys
@@ -286,18 +250,31 @@ StepStats AdamW::step() {
     for (size_t i = 0; i < g.params.size(); ++i) {
       const Tensor& p = g.params[i];
       const std::string name = g.name + "." + g.param_names[i];
-      VGG_CHECK(p.defined() && p.shape() == state_[gi][i].exp_avg.shape() &&
-                    p.dtype() == state_[gi][i].exp_avg.dtype() && p.is_contiguous() && p.device().is_cpu(),
+      const Tensor& m = state_[gi][i].exp_avg;
+      VGG_CHECK(p.defined() && p.shape() == m.shape() && p.dtype() == m.dtype() && p.device() == m.device() &&
+                    p.is_contiguous(),
                 "AdamW.step: parameter '", name, "' (", (p.defined() ? describe(p) : "undefined"),
                 ") was replaced after construction");
       Tensor gr = p.grad();
       if (!gr.defined()) continue;
-      VGG_CHECK(gr.dtype() == p.dtype() && gr.shape() == p.shape() && gr.device().is_cpu(), "AdamW.step: gradient ",
-                describe(gr), " of '", name, "' does not match the parameter ", describe(p));
-      gr = contiguous_raw(gr);
+      VGG_CHECK(gr.dtype() == p.dtype() && gr.shape() == p.shape() && gr.device() == p.device(),
+                "AdamW.step: gradient ", describe(gr), " of '", name, "' does not match the parameter ", describe(p));
       pending[gi].idx.push_back(i);
-      pending[gi].sq.push_back(sum_squares(gr));
-      pending[gi].grads.push_back(std::move(gr));
+      pending[gi].grads.push_back(contiguous_raw(gr));
+    }
+    // sums of squares, one multi-tensor call per (device, dtype)
+    Pending& pd = pending[gi];
+    pd.sq.assign(pd.idx.size(), 0.0);
+    std::map<BucketKey, std::vector<size_t>> buckets;
+    for (size_t k = 0; k < pd.idx.size(); ++k) buckets[bucket_of(pd.grads[k])].push_back(k);
+    for (const auto& [key, ks] : buckets) {
+      std::vector<const void*> xs;
+      std::vector<int64_t> ns;
+      for (size_t k : ks) xs.push_back(pd.grads[k].data_ptr()), ns.push_back(pd.grads[k].numel());
+      std::vector<double> out(ks.size());
+      get_kernel<kernels::SumSquaresMultiFn>("sum_squares_multi", device_of(key), key.dtype)(
+          xs.data(), ns.data(), static_cast<int64_t>(ks.size()), out.data());
+      for (size_t j = 0; j < ks.size(); ++j) pd.sq[ks[j]] = out[j];
     }
   }
   // Phase 2: norms, clipping, updates.
@@ -331,22 +308,24 @@ StepStats AdamW::step() {
       double c = g.max_grad_norm / (gs.grad_norm + 1e-6);
       if (c < 1) gs.clip_coef = c, gs.clipped = true;
     }
+    const kernels::AdamWScalars sc{1.0 - g.lr * g.weight_decay, g.beta1, g.beta2, g.eps, gs.clip_coef, gs.clipped};
+    std::map<BucketKey, std::vector<kernels::AdamWTensor>> launches;
     for (size_t k = 0; k < pd.idx.size(); ++k) {
       const Tensor& p = g.params[pd.idx[k]];
       ParamState& st = state_[gi][pd.idx[k]];
       ++st.step;
-      AdamScalars s{g.lr, g.beta1, g.beta2, g.eps, g.weight_decay, st.step, gs.clip_coef, gs.clipped};
-      if (p.dtype() == DType::F64)
-        adamw_update(p.data<double>(), pd.grads[k].data<double>(), st.exp_avg.data<double>(),
-                     st.exp_avg_sq.data<double>(), p.numel(), s);
-      else
-        adamw_update(p.data<float>(), pd.grads[k].data<float>(), st.exp_avg.data<float>(),
-                     st.exp_avg_sq.data<float>(), p.numel(), s);
+      const double bc1 = 1.0 - std::pow(g.beta1, static_cast<double>(st.step));
+      const double bc2 = 1.0 - std::pow(g.beta2, static_cast<double>(st.step));
+      launches[bucket_of(p)].push_back({p.data_ptr(), pd.grads[k].data_ptr(), st.exp_avg.data_ptr(),
+                                        st.exp_avg_sq.data_ptr(), p.numel(), -(g.lr / bc1), std::sqrt(bc2)});
       p.bump_version();
       st.exp_avg.bump_version();
       st.exp_avg_sq.bump_version();
       ++gs.updated;
     }
+    for (const auto& [key, ts] : launches)
+      get_kernel<kernels::AdamWMultiFn>("adamw_multi", device_of(key), key.dtype)(
+          ts.data(), static_cast<int64_t>(ts.size()), sc);
     stats.groups.push_back(gs);
   }
   return stats;
@@ -372,8 +351,8 @@ NamedTensors AdamW::state_dict() const {
     for (size_t h = 0; h < std::size(hyper); ++h) sd.emplace_back(g.name + "." + kHyperNames[h], f64_scalar(hyper[h]));
     for (size_t i = 0; i < g.params.size(); ++i) {
       const std::string pre = g.name + "." + g.param_names[i] + ".";
-      sd.emplace_back(pre + "exp_avg", clone_raw(state_[gi][i].exp_avg));
-      sd.emplace_back(pre + "exp_avg_sq", clone_raw(state_[gi][i].exp_avg_sq));
+      sd.emplace_back(pre + "exp_avg", host_copy(state_[gi][i].exp_avg));
+      sd.emplace_back(pre + "exp_avg_sq", host_copy(state_[gi][i].exp_avg_sq));
       sd.emplace_back(pre + "step", i64_scalar(state_[gi][i].step));
     }
   }

@@ -20,11 +20,15 @@
 // that overflows double) is not updated at all — parameters, moments and step counts stay —
 // and StepStats reports it; torch would write NaN into the parameters.
 //
-// Parameters: leaf tensors that require grad, f32 or f64, contiguous, on the CPU, each in one
-// group only. bf16 parameters are refused: keep an f32 master copy and cast for the forward.
-// Moments have the parameter's dtype. The update is a raw loop over the contiguous data
-// (OpenMP over elements for large tensors; results do not depend on the thread count) and
-// bumps the parameter's version.
+// Parameters: leaf tensors that require grad, f32 or f64, contiguous, each in one group only,
+// on the CPU or a GPU (a group may mix devices). bf16 parameters are refused: keep an f32 master
+// copy and cast for the forward (nn::Module::set_compute_dtype). The moments of a group live in
+// one flat buffer per (device, dtype) — the optimizer-state arena — and the update runs in the
+// multi-tensor kernels of kernels/optim.h: on the CPU a loop per tensor (OpenMP over elements for
+// large tensors; results do not depend on the thread count), on CUDA one launch for up to 24
+// tensors. Both round exactly as the formulas above, so a GPU step gives the CPU's bits for the
+// same gradient and clip factor (the GPU's sum of squares is blocked differently, so the clip
+// factor itself may differ in the last place). The update bumps the parameter's version.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -88,7 +92,7 @@ class AdamW {
   const Tensor& exp_avg_sq(size_t g, size_t i) const;
   int64_t step_count(size_t g, size_t i) const;
 
-  // A snapshot (copies): per group, f64 0-dim scalars "<group>.lr", ".base_lr", ".beta1",
+  // A snapshot (CPU copies, whatever the parameters' device): per group, f64 0-dim scalars "<group>.lr", ".base_lr", ".beta1",
   // ".beta2", ".eps", ".weight_decay", ".max_grad_norm", then per parameter
   // "<group>.<param>.exp_avg", ".exp_avg_sq" (the parameter's dtype and shape) and ".step"
   // (i64 0-dim).

@@ -56,6 +56,14 @@ def torch_time(op, dt, d, reps):
         scale = torch.randn(B, 1, d[1], device=dev, dtype=dtype, generator=g)
         shift = torch.randn(B, 1, d[1], device=dev, dtype=dtype, generator=g)
         fn = lambda: torch.nn.functional.layer_norm(x, (d[1],), eps=1e-6) * (1 + scale) + shift  # noqa: E731
+    elif op in ("adamw", "adamw_fused"):  # d = [elements, tensors]; adamw: torch's per-tensor loop
+        n, count = d
+        sizes = [n // count + (1 if i < n % count else 0) for i in range(count)]
+        ps = [torch.randn(k, device=dev, dtype=dtype, generator=g).requires_grad_() for k in sizes]
+        for p in ps:
+            p.grad = torch.randn_like(p)
+        opt = torch.optim.AdamW(ps, lr=1e-4, foreach=False, fused=(op == "adamw_fused"))
+        fn = opt.step
     elif op == "softmax":
         x = torch.randn(d[0], d[1], device=dev, dtype=dtype, generator=g)
         fn = lambda: torch.softmax(x, 1)  # noqa: E731
@@ -81,6 +89,8 @@ def rate(op, dt, d, t):
         return ""
     if op == "gemm":
         return f"{2.0 * d[0] * d[1] * d[2] / t * 1e-12:.1f} TFLOP/s"
+    if op.startswith("adamw"):
+        return f"{7.0 * d[0] * 4 / t * 1e-9:.0f} GB/s"
     size = 4 if dt == "f32" else 2
     return f"{2.0 * d[0] * d[1] * size / t * 1e-9:.0f} GB/s"
 
@@ -101,14 +111,18 @@ def main():
     rows, raw = [], {}
     for name, tv in vgg.items():
         op, dt, d = parse(name)
-        tt = torch_time(op, dt, d, a.reps)
-        raw[name] = {"vggflow_s": tv, "torch_s": tt}
-        ratio = f"{tv / tt:.2f}" if tv and tt else "n/a"
-        rows.append(f"| {op} {dt} {'x'.join(map(str, d))} | {tv * 1e3 if tv else float('nan'):.3f} | "
-                    f"{tt * 1e3 if tt else float('nan'):.3f} | {ratio} | {rate(op, dt, d, tv)} | {rate(op, dt, d, tt)} |")
+        # the PyTorch peers of a case: AdamW against torch's per-tensor loop and its fused kernel
+        peers = [(op, "")] + ([("adamw_fused", " vs fused=True")] if op == "adamw" else [])
+        for peer, label in peers:
+            tt = torch_time(peer, dt, d, a.reps)
+            raw[name + label] = {"vggflow_s": tv, "torch_s": tt}
+            speed = f"{tt / tv:.2f}" if tv and tt else "n/a"
+            rows.append(f"| {op} {dt} {'x'.join(map(str, d))}{label} | {tv * 1e3 if tv else float('nan'):.3f} | "
+                        f"{tt * 1e3 if tt else float('nan'):.3f} | {speed} | {rate(op, dt, d, tv)} | "
+                        f"{rate(peer, dt, d, tt)} |")
     gpu = torch.cuda.get_device_name(0)
     print(f"GPU: {gpu} (vggflow context: {ctx.get('gpu', '?')}); PyTorch {torch.__version__}\n")
-    print("| case | vggflow ms | PyTorch ms | ratio | vggflow rate | PyTorch rate |")
+    print("| case | vggflow ms | PyTorch ms | speed vs PyTorch (PyTorch ms / vggflow ms) | vggflow rate | PyTorch rate |")
     print("|---|---|---|---|---|---|")
     print("\n".join(rows))
     if a.out:
