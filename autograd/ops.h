@@ -86,6 +86,8 @@ Tensor rms_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& we
 // The MMDiT's adaLN in one kernel: layer_norm(x)·(1 + scale) + shift over the last dim, x [B, T, D],
 // scale and shift [B, D] (per sample), no affine weights.
 Tensor layer_norm_modulate(const Tensor& x, const Tensor& scale, const Tensor& shift, double eps = 1e-6);
+// The MMDiT's gated residual in one kernel: x + gate·y with x, y [B, T, D] and gate [B, D] (per sample).
+Tensor gated_residual(const Tensor& x, const Tensor& gate, const Tensor& y);
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index);              // index: 1-D i64/i32
 Tensor index_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& src);  // out-of-place
 Tensor gather(const Tensor& x, int64_t dim, const Tensor& index);  // index: x's shape except along dim

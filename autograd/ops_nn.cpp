@@ -178,6 +178,41 @@ Tensor layer_norm_modulate(const Tensor& x, const Tensor& scale, const Tensor& s
   return y;
 }
 
+Tensor gated_residual(const Tensor& x, const Tensor& gate, const Tensor& y) {
+  detail::check_float("gated_residual", x);
+  detail::check_same("gated_residual", x, gate);
+  detail::check_same("gated_residual", x, y);
+  VGG_CHECK(x.dim() == 3 && y.shape() == x.shape() && gate.dim() == 2 && gate.size(0) == x.size(0) &&
+                gate.size(1) == x.size(2),
+            "gated_residual: need x, y [B, T, D] and gate [B, D], got ", describe(x), ", ", describe(gate), ", ",
+            describe(y));
+  Tensor xc = contiguous_raw(x), gc = contiguous_raw(gate), yc = contiguous_raw(y);
+  Tensor out = empty(x.shape(), x.dtype(), x.device());
+  if (out.numel() > 0)
+    get_kernel<kernels::GatedResidualFn>("gated_residual", x.device(), x.dtype())(
+        x.size(0), x.size(1), x.size(2), xc.data_ptr(), gc.data_ptr(), yc.data_ptr(), out.data_ptr());
+  if (any_requires_grad({&x, &gate, &y})) {
+    auto node = record("gated_residual", {x, gate, y}, {&out});
+    SavedTensor sg(gate, false), sy(y, false);
+    node->backward = [=](const Grads& g, const std::vector<bool>& needs) -> Grads {
+      Tensor gx, gg, gy;
+      if (needs[0]) gx = g[0];
+      if (needs[1]) gg = sum(mul(g[0], sy.unpack("gated_residual")), {1});
+      if (needs[2]) gy = mul(g[0], unsqueeze(sg.unpack("gated_residual"), 1));
+      return {gx, gg, gy};
+    };
+  }
+  // t_out = t_x + t_gate·y + gate·t_y
+  detail::forward_rule("gated_residual", {&x, &gate, &y}, out, [&](const std::vector<Tensor>& t) {
+    Tensor to;
+    if (t[0].defined()) to = t[0];
+    if (t[1].defined()) to = detail::add_terms(to, mul(unsqueeze(t[1], 1), y));
+    if (t[2].defined()) to = detail::add_terms(to, mul(unsqueeze(gate, 1), t[2]));
+    return detail::fit(to, x.shape());
+  });
+  return out;
+}
+
 Tensor rms_norm(const Tensor& x, const Shape& ns, const Tensor& w, double eps) {
   detail::check_float("rms_norm", x);
   Dims dims = trailing_dims("rms_norm", x, ns);

@@ -5,7 +5,8 @@
 //
 // Case names carry the shapes: gemm/<dtype>/M/N/K, ln_modulate/<dtype>/rows/width (layer_norm then
 // x·(1 + scale) + shift with per-sample scale/shift, as the MMDiT's adaLN, as three ops) and
-// ln_modulate_fused (the same through the fused kernel), softmax/<dtype>/rows/cols,
+// ln_modulate_fused (the same through the fused kernel), gated_residual/<dtype>/rows/width (x + gate·y
+// as two ops) and gated_residual_fused, softmax/<dtype>/rows/cols,
 // adamw/f32/n/tensors (one optimizer step over that many parameters of n elements in all).
 #include <benchmark/benchmark.h>
 
@@ -80,6 +81,30 @@ void BM_ln_modulate_fused(benchmark::State& st, int dt) {
   st.counters["GB/s"] = benchmark::Counter(2.0 * R * D * itemsize(dtype_of(dt)) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// the gated residual x + gate·y ([B, 1, D] gate) as two ops, and through the fused kernel
+void BM_gated_residual(benchmark::State& st, int dt) {
+  if (!gpu_or_skip(st)) return;
+  NoGradGuard ng;
+  const int64_t R = st.range(0), D = st.range(1), B = 2;
+  const TensorOptions o{dtype_of(dt), Device::cuda()};
+  Generator g(5);
+  Tensor x = randn({B, R / B, D}, o, &g), y = randn({B, R / B, D}, o, &g), gate = randn({B, 1, D}, o, &g);
+  timed(st, [&] { benchmark::DoNotOptimize(ops::add(x, ops::mul(gate, y))); });
+  // the fused kernel's traffic: read x and y, write the result
+  st.counters["GB/s"] = benchmark::Counter(3.0 * R * D * itemsize(dtype_of(dt)) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_gated_residual_fused(benchmark::State& st, int dt) {
+  if (!gpu_or_skip(st)) return;
+  NoGradGuard ng;
+  const int64_t R = st.range(0), D = st.range(1), B = 2;
+  const TensorOptions o{dtype_of(dt), Device::cuda()};
+  Generator g(5);
+  Tensor x = randn({B, R / B, D}, o, &g), y = randn({B, R / B, D}, o, &g), gate = randn({B, D}, o, &g);
+  timed(st, [&] { benchmark::DoNotOptimize(ops::gated_residual(x, gate, y)); });
+  st.counters["GB/s"] = benchmark::Counter(3.0 * R * D * itemsize(dtype_of(dt)) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
 void BM_softmax(benchmark::State& st, int dt) {
   if (!gpu_or_skip(st)) return;
   NoGradGuard ng;
@@ -126,6 +151,10 @@ BENCHMARK_CAPTURE(BM_ln_modulate, f32, 0)->Args({8192, 1536})->UseManualTime()->
 BENCHMARK_CAPTURE(BM_ln_modulate, bf16, 1)->Args({8192, 1536})->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_ln_modulate_fused, f32, 0)->Args({8192, 1536})->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_ln_modulate_fused, bf16, 1)->Args({8192, 1536})->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_gated_residual, f32, 0)->Args({8192, 1536})->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_gated_residual, bf16, 1)->Args({8192, 1536})->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_gated_residual_fused, f32, 0)->Args({8192, 1536})->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_gated_residual_fused, bf16, 1)->Args({8192, 1536})->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_softmax, f32, 0)->Args({8192, 4096})->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_softmax, bf16, 1)->Args({8192, 4096})->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_adamw, f32, 0)->Args({1 << 24, 64})->UseManualTime()->Unit(benchmark::kMillisecond);

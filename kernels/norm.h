@@ -1,7 +1,8 @@
 // Row normalisations over the last n elements of contiguous [rows, n] data.
 // layer_norm: y = (x - mean) * rstd * w + b  (w, b may be null)
 // rms_norm:   y = x * rsqrt(mean(x^2) + eps) * w  (w may be null)
-// layer_norm_modulate: the MMDiT's adaLN, below
+// layer_norm_modulate: the MMDiT's adaLN, below; gated_residual: its residual update (not a
+// normalisation, but its partner in every block)
 #pragma once
 #include <cstdint>
 
@@ -14,5 +15,9 @@ using RmsNormFn = void (*)(int64_t rows, int64_t n, const void* x, const void* w
 // x [batch, tokens, n] with scale, shift [batch, n] (no affine weights), one pass over x.
 using LayerNormModulateFn = void (*)(int64_t batch, int64_t tokens, int64_t n, const void* x, const void* scale,
                                      const void* shift, double eps, void* y);
+// The MMDiT's gated residual, fused: out[b, t, :] = x[b, t, :] + gate[b, :]·y[b, t, :] over contiguous
+// x, y [batch, tokens, n] and gate [batch, n], computed in the compute type and rounded once.
+using GatedResidualFn = void (*)(int64_t batch, int64_t tokens, int64_t n, const void* x, const void* gate,
+                                 const void* y, void* out);
 
 }  // namespace vgg::kernels

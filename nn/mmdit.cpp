@@ -335,11 +335,15 @@ namespace {
 
 constexpr double kLnEps = 1e-6;  // every LayerNorm of the model: no affine, eps 1e-6
 
-Tensor ln(const Tensor& x) { return ops::layer_norm(x, {x.shape().back()}, Tensor(), Tensor(), kLnEps); }
+// adaLN: LayerNorm(x)·(1 + scale) + shift with [B, 1, D] modulation broadcast over tokens, in one
+// fused kernel (ops::layer_norm_modulate)
+Tensor modulate_ln(const Tensor& x, const Tensor& shift, const Tensor& scale) {
+  return ops::layer_norm_modulate(x, ops::squeeze(scale, 1), ops::squeeze(shift, 1), kLnEps);
+}
 
-// n·(1 + scale) + shift, with [B, 1, D] modulation broadcast over tokens
-Tensor modulate(const Tensor& n, const Tensor& shift, const Tensor& scale) {
-  return ops::add(ops::mul(n, ops::add(scale, 1.0)), shift);
+// the gated residual x + gate·y with a [B, 1, D] gate, in one fused kernel (ops::gated_residual)
+Tensor gated(const Tensor& x, const Tensor& gate, const Tensor& y) {
+  return ops::gated_residual(x, ops::squeeze(gate, 1), y);
 }
 
 // [B, S, D] -> [B, S, H, hd], with the optional per-head RMS norm (spec §1.7)
@@ -363,11 +367,9 @@ std::pair<Tensor, Tensor> JointTransformerBlock::forward(const Tensor& x, const 
   // 1–2. adaLN-Zero: (shift, scale, gate) for attention and MLP [, attn2] per stream
   std::vector<Tensor> m = norm1->chunks(st);
   std::vector<Tensor> mc = norm1_context->chunks(st);
-  Tensor nx = ln(x);
-  Tensor xh = modulate(nx, m[0], m[1]);
+  Tensor xh = modulate_ln(x, m[0], m[1]);
   // last block: AdaLayerNormContinuous, diffusers order (scale, shift), spec §1.6
-  Tensor nc = ln(ctx);
-  Tensor ch = context_pre_only ? modulate(nc, mc[1], mc[0]) : modulate(nc, mc[0], mc[1]);
+  Tensor ch = context_pre_only ? modulate_ln(ctx, mc[1], mc[0]) : modulate_ln(ctx, mc[0], mc[1]);
   // 3–5. projections, heads, qk-norm
   Tensor qx = heads_of(attn->to_q->forward(xh), H, attn->norm_q);
   Tensor kx = heads_of(attn->to_k->forward(xh), H, attn->norm_k);
@@ -386,21 +388,21 @@ std::pair<Tensor, Tensor> JointTransformerBlock::forward(const Tensor& x, const 
     oc = ops::narrow(o, 1, Ni, o.size(1) - Ni);
   }
   // 7. image attention residual
-  Tensor X = ops::add(x, ops::mul(m[2], attn->to_out0->forward(ox)));
+  Tensor X = gated(x, m[2], attn->to_out0->forward(ox));
   // 8. MMDiT-X: image-only self-attention from the same LN(x), spec §1.8
   if (dual) {
-    Tensor x2 = modulate(nx, m[6], m[7]);
+    Tensor x2 = modulate_ln(x, m[6], m[7]);
     Tensor q2 = heads_of(attn2->to_q->forward(x2), H, attn2->norm_q);
     Tensor k2 = heads_of(attn2->to_k->forward(x2), H, attn2->norm_k);
     Tensor v2 = heads_of(attn2->to_v->forward(x2), H, nullptr);
-    X = ops::add(X, ops::mul(m[8], attn2->to_out0->forward(sdpa(q2, k2, v2))));
+    X = gated(X, m[8], attn2->to_out0->forward(sdpa(q2, k2, v2)));
   }
   // 9. image MLP
-  X = ops::add(X, ops::mul(m[5], ff->forward(modulate(ln(X), m[3], m[4]))));
+  X = gated(X, m[5], ff->forward(modulate_ln(X, m[3], m[4])));
   if (context_pre_only) return {Tensor(), X};
   // 10–11. text residuals
-  Tensor C = ops::add(ctx, ops::mul(mc[2], attn->to_add_out->forward(oc)));
-  C = ops::add(C, ops::mul(mc[5], ff_context->forward(modulate(ln(C), mc[3], mc[4]))));
+  Tensor C = gated(ctx, mc[2], attn->to_add_out->forward(oc));
+  C = gated(C, mc[5], ff_context->forward(modulate_ln(C, mc[3], mc[4])));
   return {C, X};
 }
 
@@ -459,7 +461,7 @@ Tensor MMDiT::forward(const Tensor& x, const Tensor& timestep, const Tensor& con
     if (C.defined()) tr("block." + std::to_string(l) + ".context", C);
   }
   std::vector<Tensor> so = norm_out->chunks(st);  // §1.9: (scale, shift)
-  X = modulate(ln(X), so[1], so[0]);
+  X = modulate_ln(X, so[1], so[0]);
   tr("norm_out", X);
   Tensor Y = proj_out->forward(X);  // [B, N_i, p·p·C_out], features (u, v, c)
   // unpatchify: out[b, c, i·p + u, j·p + v] = Y[b, i·w + j, (u·p + v)·C + c]

@@ -124,8 +124,28 @@ void layer_norm_modulate_kernel(int64_t batch, int64_t tokens, int64_t n, const 
   });
 }
 
+// x + gate·y, one rounding per element.
+template <typename T>
+void gated_residual_kernel(int64_t batch, int64_t tokens, int64_t n, const void* xp, const void* gp, const void* yp,
+                           void* op) {
+  using V = typename compute_type<T>::type;
+  const T* x = static_cast<const T*>(xp);
+  const T* gate = static_cast<const T*>(gp);
+  const T* y = static_cast<const T*>(yp);
+  T* out = static_cast<T*>(op);
+  parallel_for(batch * tokens, n, [&](int64_t r) {
+    const T* gr = gate + (r / tokens) * n;
+    for (int64_t j = 0; j < n; ++j)
+      out[r * n + j] = store<T>(static_cast<V>(load(x[r * n + j])) +
+                                static_cast<V>(load(gr[j])) * static_cast<V>(load(y[r * n + j])));
+  });
+}
+
 }  // namespace
 
+VGG_REGISTER_KERNEL("gated_residual", CPU, F32, (&gated_residual_kernel<float>));
+VGG_REGISTER_KERNEL("gated_residual", CPU, F64, (&gated_residual_kernel<double>));
+VGG_REGISTER_KERNEL("gated_residual", CPU, BF16, (&gated_residual_kernel<bf16>));
 VGG_REGISTER_KERNEL("layer_norm_modulate", CPU, F32, (&layer_norm_modulate_kernel<float>));
 VGG_REGISTER_KERNEL("layer_norm_modulate", CPU, F64, (&layer_norm_modulate_kernel<double>));
 VGG_REGISTER_KERNEL("layer_norm_modulate", CPU, BF16, (&layer_norm_modulate_kernel<bf16>));

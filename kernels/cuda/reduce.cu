@@ -241,6 +241,28 @@ void layer_norm_modulate_kernel(int64_t batch, int64_t tokens, int64_t n, const 
   check_launch("layer_norm_modulate");
 }
 
+// x + gate·y over [batch, tokens, n], one thread per element (grid-stride)
+template <class T>
+__global__ void gated_residual_k(int64_t total, int64_t tokens, int64_t n, const T* x, const T* gate, const T* y, T* out) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t j = i % n, b = i / (tokens * n);
+    out[i] = st<T>(ld(x + i) + ld(gate + b * n + j) * ld(y + i));
+  }
+}
+
+template <class T>
+void gated_residual_kernel(int64_t batch, int64_t tokens, int64_t n, const void* x, const void* gate, const void* y,
+                           void* out) {
+  const int64_t total = batch * tokens * n;
+  if (total == 0) return;
+  const int64_t blocks = std::min<int64_t>((total + kThreads - 1) / kThreads, int64_t{1} << 20);
+  gated_residual_k<T><<<static_cast<unsigned>(blocks), kThreads>>>(total, tokens, n, static_cast<const T*>(x),
+                                                                   static_cast<const T*>(gate), static_cast<const T*>(y),
+                                                                   static_cast<T*>(out));
+  check_launch("gated_residual");
+}
+
 template <class T>
 void layer_norm_kernel(int64_t rows, int64_t n, const void* x, const void* w, const void* b, double eps, void* y) {
   if (rows == 0 || n == 0) return;
@@ -272,6 +294,9 @@ VGG_REGISTER_KERNEL("softmax", CUDA, BF16, (&softmax_kernel<bf16>));
 VGG_REGISTER_KERNEL("layer_norm", CUDA, F32, (&layer_norm_kernel<float>));
 VGG_REGISTER_KERNEL("layer_norm", CUDA, F64, (&layer_norm_kernel<double>));
 VGG_REGISTER_KERNEL("layer_norm", CUDA, BF16, (&layer_norm_kernel<bf16>));
+VGG_REGISTER_KERNEL("gated_residual", CUDA, F32, (&gated_residual_kernel<float>));
+VGG_REGISTER_KERNEL("gated_residual", CUDA, F64, (&gated_residual_kernel<double>));
+VGG_REGISTER_KERNEL("gated_residual", CUDA, BF16, (&gated_residual_kernel<bf16>));
 VGG_REGISTER_KERNEL("layer_norm_modulate", CUDA, F32, (&layer_norm_modulate_kernel<float>));
 VGG_REGISTER_KERNEL("layer_norm_modulate", CUDA, F64, (&layer_norm_modulate_kernel<double>));
 VGG_REGISTER_KERNEL("layer_norm_modulate", CUDA, BF16, (&layer_norm_modulate_kernel<bf16>));

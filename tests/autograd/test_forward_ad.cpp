@@ -134,6 +134,7 @@ std::vector<JvpCase> cases() {
       TERNARY("layer_norm_affine", layer_norm(a, {5}, b, c, 1e-5), rnd({3, 5}, 104), rnd({5}, 105), rnd({5}, 106)),
       UNARY("layer_norm_plain", layer_norm(x, {4}), rnd({3, 4}, 107)),
       TERNARY("layer_norm_modulate", layer_norm_modulate(a, b, c, 1e-5), rnd({2, 3, 5}, 130), rnd({2, 5}, 131), rnd({2, 5}, 132)),
+      TERNARY("gated_residual", gated_residual(a, b, c), rnd({2, 3, 5}, 133), rnd({2, 5}, 134), rnd({2, 3, 5}, 135)),
       BINARY("layer_norm_2d", layer_norm(a, {2, 3}, b, Tensor(), 1e-3), rnd({2, 2, 3}, 108), rnd({2, 3}, 109)),
       TERNARY("layer_norm_transposed", layer_norm(transpose(a, 0, 1), {3}, b, c), rnd({3, 4}, 110), rnd({3}, 111),
               rnd({3}, 112)),

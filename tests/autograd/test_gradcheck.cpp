@@ -100,6 +100,8 @@ std::vector<Case> cases() {
            [](const std::vector<Tensor>& in) { return layer_norm(in[0], {2, 3}, in[1], Tensor(), 1e-3); }},
       Case{"layer_norm_modulate", [] { return std::vector<Tensor>{rnd({2, 3, 5}, 101), rnd({2, 5}, 102), rnd({2, 5}, 103)}; },
            [](const std::vector<Tensor>& in) { return layer_norm_modulate(in[0], in[1], in[2], 1e-5); }},
+      Case{"gated_residual", [] { return std::vector<Tensor>{rnd({2, 3, 5}, 104), rnd({2, 5}, 105), rnd({2, 3, 5}, 106)}; },
+           [](const std::vector<Tensor>& in) { return gated_residual(in[0], in[1], in[2]); }},
       Case{"rms_norm", [] { return std::vector<Tensor>{rnd({3, 5}, 99), rnd({5}, 100)}; },
            [](const std::vector<Tensor>& in) { return rms_norm(in[0], {5}, in[1], 1e-6); }},
       UNARY("rms_norm_plain", rms_norm(x, {4}), rnd({3, 4}, 101)),

@@ -126,6 +126,11 @@ std::vector<ParityCase> cases() {
         Tensor sc = contiguous(narrow(x, 0, 28, 2)), sh = mul(contiguous(narrow(x, 0, 30, 2)), 0.5);
         return layer_norm_modulate(x3, sc, sh);
       }),
+      U("gated_residual", [](const Tensor& x) {
+        Tensor x3 = reshape(contiguous(narrow(x, 0, 0, 14)), {2, 7, x.size(1)});
+        Tensor y3 = reshape(contiguous(narrow(x, 0, 14, 14)), {2, 7, x.size(1)});
+        return gated_residual(x3, contiguous(narrow(x, 0, 28, 2)), y3);
+      }),
       U("rms_norm", [](const Tensor& x) { return rms_norm(x, {x.size(1)}, reshape(contiguous(narrow(x, 0, 2, 1)), {x.size(1)})); }),
   };
 }

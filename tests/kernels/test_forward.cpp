@@ -478,6 +478,21 @@ TEST(ForwardAttention, TiledBackwardMatchesNaiveBackward) {
   for (int i = 0; i < 3; ++i) EXPECT_TRUE(all_close(grads[1][i], grads[0][i], 1e-12, 1e-10)) << "input " << i;
 }
 
+// The fused gated residual equals x + gate·y composed of separate ops (f64 to rounding; f32 and
+// bf16 within a unit of their precision, since the fused kernel rounds once).
+TEST(ForwardNorm, GatedResidualEqualsTheComposition) {
+  for (DType dt : {DType::F64, DType::F32, DType::BF16}) {
+    SCOPED_TRACE(dtype_name(dt));
+    Tensor x = ops::to(test::rnd({3, 7, 33}, 4), dt), g = ops::to(test::rnd({3, 33}, 5), dt), y = ops::to(test::rnd({3, 7, 33}, 6), dt);
+    Tensor fused = ops::gated_residual(x, g, y);
+    Tensor ref = ops::add(ops::to(x, DType::F64), ops::mul(ops::unsqueeze(ops::to(g, DType::F64), 1), ops::to(y, DType::F64)));
+    const double tol = dt == DType::F64 ? 1e-15 : dt == DType::F32 ? 1e-6 : 8e-3;
+    EXPECT_TRUE(test::all_close(ops::to(fused, DType::F64), ref, tol, tol));
+  }
+  EXPECT_TRUE(test::throws_error([] { ops::gated_residual(test::rnd({2, 3, 4}, 1), test::rnd({2, 4}, 2), test::rnd({2, 3, 5}, 3)); },
+                                 {"gated_residual: need x, y [B, T, D] and gate [B, D]"}));
+}
+
 // The fused adaLN kernel equals its definition, layer_norm(x)·(1 + scale) + shift, composed of
 // separate ops (f64 to rounding; f32 and bf16 within a few units of their precision).
 TEST(ForwardNorm, LayerNormModulateEqualsTheComposition) {

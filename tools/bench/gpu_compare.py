@@ -56,6 +56,12 @@ def torch_time(op, dt, d, reps):
         scale = torch.randn(B, 1, d[1], device=dev, dtype=dtype, generator=g)
         shift = torch.randn(B, 1, d[1], device=dev, dtype=dtype, generator=g)
         fn = lambda: torch.nn.functional.layer_norm(x, (d[1],), eps=1e-6) * (1 + scale) + shift  # noqa: E731
+    elif op in ("gated_residual", "gated_residual_fused"):  # eager: mul then add
+        B = 2
+        x = torch.randn(B, d[0] // B, d[1], device=dev, dtype=dtype, generator=g)
+        y = torch.randn(B, d[0] // B, d[1], device=dev, dtype=dtype, generator=g)
+        gate = torch.randn(B, 1, d[1], device=dev, dtype=dtype, generator=g)
+        fn = lambda: x + gate * y  # noqa: E731
     elif op in ("adamw", "adamw_fused"):  # d = [elements, tensors]; adamw: torch's per-tensor loop
         n, count = d
         sizes = [n // count + (1 if i < n % count else 0) for i in range(count)]
@@ -92,6 +98,8 @@ def rate(op, dt, d, t):
     if op.startswith("adamw"):
         return f"{7.0 * d[0] * 4 / t * 1e-9:.0f} GB/s"
     size = 4 if dt == "f32" else 2
+    if op.startswith("gated_residual"):
+        return f"{3.0 * d[0] * d[1] * size / t * 1e-9:.0f} GB/s"
     return f"{2.0 * d[0] * d[1] * size / t * 1e-9:.0f} GB/s"
 
 
