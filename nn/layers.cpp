@@ -103,10 +103,11 @@ Linear::Linear(const Tensor& w, const Tensor& b) : weight(w), bias(b) {
 Tensor Linear::base_forward(const Tensor& x) const {
   VGG_CHECK(x.dim() >= 1 && x.shape().back() == in_, "Linear(", in_, " -> ", out_, "): input ", describe(x),
             " must end in ", in_);
-  VGG_CHECK(x.dtype() == weight.dtype(), "Linear(", in_, " -> ", out_, "): input is ", dtype_name(x.dtype()),
-            " but the weight is ", dtype_name(weight.dtype()));
-  Tensor y = ops::matmul(x, ops::transpose(weight, 0, 1));
-  return bias.defined() ? ops::add(y, bias) : y;
+  const Tensor w = compute(weight);
+  VGG_CHECK(x.dtype() == w.dtype(), "Linear(", in_, " -> ", out_, "): input is ", dtype_name(x.dtype()),
+            " but the layer computes in ", dtype_name(w.dtype()));
+  Tensor y = ops::matmul(x, ops::transpose(w, 0, 1));
+  return bias.defined() ? ops::add(y, compute(bias)) : y;
 }
 
 Tensor Linear::forward(const Tensor& x) { return base_forward(x); }
@@ -126,7 +127,7 @@ void LayerNorm::reset_parameters(Generator*) {
   if (bias.defined()) zeros_(bias);
 }
 
-Tensor LayerNorm::forward(const Tensor& x) const { return ops::layer_norm(x, {dim}, weight, bias, eps); }
+Tensor LayerNorm::forward(const Tensor& x) const { return ops::layer_norm(x, {dim}, compute(weight), compute(bias), eps); }
 
 RMSNorm::RMSNorm(int64_t d, double e, bool affine, LayerOptions o) : dim(d), eps(e) {
   if (affine) {
@@ -140,7 +141,7 @@ void RMSNorm::reset_parameters(Generator*) {
   if (weight.defined()) ones_(weight);
 }
 
-Tensor RMSNorm::forward(const Tensor& x) const { return ops::rms_norm(x, {dim}, weight, eps); }
+Tensor RMSNorm::forward(const Tensor& x) const { return ops::rms_norm(x, {dim}, compute(weight), eps); }
 
 GELUProj::GELUProj(int64_t in, int64_t out, LayerOptions o) : proj(std::make_shared<Linear>(in, out, true, o)) {
   register_module("proj", proj);
@@ -183,7 +184,7 @@ void Conv2d::reset_parameters(Generator* gen) {
 }
 
 Tensor Conv2d::forward(const Tensor& x) const {
-  return ops::conv2d(x, weight, bias, ops::Conv2dOptions{stride, stride, padding, padding});
+  return ops::conv2d(x, compute(weight), compute(bias), ops::Conv2dOptions{stride, stride, padding, padding});
 }
 
 }  // namespace vgg::nn

@@ -35,8 +35,8 @@ LoRALinear::LoRALinear(const Linear& base, int64_t rank, double alpha, Generator
 Tensor LoRALinear::forward(const Tensor& x) {
   Tensor y = base_forward(x);
   if (!enabled_ || merged_) return y;
-  Tensor low = ops::matmul(x, ops::transpose(lora_A, 0, 1));
-  Tensor up = ops::matmul(low, ops::transpose(lora_B, 0, 1));
+  Tensor low = ops::matmul(x, ops::transpose(compute(lora_A), 0, 1));
+  Tensor up = ops::matmul(low, ops::transpose(compute(lora_B), 0, 1));
   return ops::add(y, scaling_ == 1.0 ? up : ops::mul(up, scaling_));
 }
 

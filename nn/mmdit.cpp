@@ -264,7 +264,7 @@ TimeTextEmbed::TimeTextEmbed(const MMDiTConfig& c, LayerOptions o)
 }
 
 Tensor TimeTextEmbed::forward(const Tensor& t, const Tensor& pooled) {
-  const DType dt = timestep_embedder->linear_1->weight.dtype();
+  const DType dt = forward_dtype(timestep_embedder->linear_1->weight);
   return ops::add(timestep_embedder->forward(timestep_sinusoid(t, 256, dt)), text_embedder->forward(pooled));
 }
 
@@ -426,23 +426,26 @@ MMDiT::MMDiT(const MMDiTConfig& c, LayerOptions o) : cfg_(c) {
   register_module("proj_out", proj_out);
 }
 
-Tensor MMDiT::forward(const Tensor& x, const Tensor& timestep, const Tensor& context, const Tensor& pooled,
+Tensor MMDiT::forward(const Tensor& x_in, const Tensor& timestep, const Tensor& context_in, const Tensor& pooled_in,
                       const TraceFn& trace) {
   VGG_CHECK(materialized(), "MMDiT: the model was built deferred; call materialize() or load weights first");
   const DType dt = proj_out->weight.dtype();
-  const int64_t B = x.dim() > 0 ? x.size(0) : 0;
-  VGG_CHECK(x.dim() == 4 && x.size(1) == cfg_.in_channels, "MMDiT: hidden_states must be [B, ", cfg_.in_channels,
-            ", H, W], got ", describe(x));
+  const int64_t B = x_in.dim() > 0 ? x_in.size(0) : 0;
+  VGG_CHECK(x_in.dim() == 4 && x_in.size(1) == cfg_.in_channels, "MMDiT: hidden_states must be [B, ", cfg_.in_channels,
+            ", H, W], got ", describe(x_in));
   VGG_CHECK(timestep.dim() == 1 && timestep.size(0) == B && is_floating(timestep.dtype()),
             "MMDiT: timestep must be a floating [", B, "] tensor (1000·σ), got ", describe(timestep));
-  VGG_CHECK(context.dim() == 3 && context.size(0) == B && context.size(2) == cfg_.joint_attention_dim,
+  VGG_CHECK(context_in.dim() == 3 && context_in.size(0) == B && context_in.size(2) == cfg_.joint_attention_dim,
             "MMDiT: encoder_hidden_states must be [", B, ", N_t, ", cfg_.joint_attention_dim, "], got ",
-            describe(context));
-  VGG_CHECK(context.size(1) > 0, "MMDiT: encoder_hidden_states has no tokens");
-  VGG_CHECK(pooled.dim() == 2 && pooled.size(0) == B && pooled.size(1) == cfg_.pooled_projection_dim,
-            "MMDiT: pooled_projections must be [", B, ", ", cfg_.pooled_projection_dim, "], got ", describe(pooled));
-  for (const Tensor* t : {&x, &context, &pooled})
+            describe(context_in));
+  VGG_CHECK(context_in.size(1) > 0, "MMDiT: encoder_hidden_states has no tokens");
+  VGG_CHECK(pooled_in.dim() == 2 && pooled_in.size(0) == B && pooled_in.size(1) == cfg_.pooled_projection_dim,
+            "MMDiT: pooled_projections must be [", B, ", ", cfg_.pooled_projection_dim, "], got ", describe(pooled_in));
+  for (const Tensor* t : {&x_in, &context_in, &pooled_in})
     VGG_CHECK(t->dtype() == dt, "MMDiT: inputs must be ", dtype_name(dt), " like the parameters, got ", describe(*t));
+  // mixed precision (Module::set_compute_dtype): inputs cast on entry, the output cast back to dt
+  const DType cdt = forward_dtype(proj_out->weight);
+  const Tensor x = ops::to(x_in, cdt), context = ops::to(context_in, cdt), pooled = ops::to(pooled_in, cdt);
   auto tr = [&](const std::string& name, const Tensor& t) {
     if (trace) trace(name, t);
   };
@@ -468,7 +471,7 @@ Tensor MMDiT::forward(const Tensor& x, const Tensor& timestep, const Tensor& con
   Tensor y6 = ops::reshape(Y, {B, h, w, p, p, cfg_.out_channels});
   Tensor out = ops::reshape(ops::permute(y6, {0, 5, 1, 3, 2, 4}), {B, cfg_.out_channels, H, W});
   tr("output", out);
-  return out;
+  return ops::to(out, dt);
 }
 
 }  // namespace vgg::nn

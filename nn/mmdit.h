@@ -128,7 +128,10 @@ class MMDiT : public Module {
   explicit MMDiT(const MMDiTConfig& c, LayerOptions o = {});
   std::string type_name() const override { return "SD3Transformer2DModel"; }
   // x [B, C_in, H, W], timestep [B] (= 1000·σ, real-valued), context [B, N_t, J], pooled
-  // [B, P] -> velocity [B, C_out, H, W]. x, context and pooled share the parameters' dtype.
+  // [B, P] -> velocity [B, C_out, H, W]. x, context and pooled share the parameters' dtype. With a
+  // compute dtype set (set_compute_dtype(DType::BF16) on f32 parameters: mixed precision) they are
+  // cast to it on entry, every layer computes in it, and the output comes back in the parameters'
+  // dtype.
   Tensor forward(const Tensor& x, const Tensor& timestep, const Tensor& context, const Tensor& pooled,
                  const TraceFn& trace = nullptr);
   const MMDiTConfig& config() const { return cfg_; }

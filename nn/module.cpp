@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "autograd/grad_mode.h"
+#include "autograd/ops.h"
 #include "tensor/error.h"
 #include "tensor/factory.h"
 
@@ -244,6 +245,19 @@ void Module::to(DType dtype) {
 void Module::to(Device device) {
   NoGradGuard ng;
   convert([&](const Tensor& t) { return to_device_raw(t, device); });
+}
+
+void Module::set_compute_dtype(std::optional<DType> dtype) {
+  VGG_CHECK(!dtype || is_floating(*dtype), type_name(), ".set_compute_dtype: the compute dtype must be floating, got ",
+            dtype_name(*dtype));
+  compute_dtype_ = dtype;
+  for (auto& c : children_)
+    if (Module* m = c.get()) m->set_compute_dtype(dtype);
+}
+
+Tensor Module::compute(const Tensor& t) const {
+  if (!t.defined() || !compute_dtype_ || t.dtype() == *compute_dtype_) return t;
+  return ops::to(t, *compute_dtype_);
 }
 
 DType Module::param_dtype() const {

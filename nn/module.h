@@ -11,6 +11,7 @@
 #pragma once
 #include <functional>
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -64,6 +65,17 @@ class Module {
   void to(DType dtype);
   void to(Device device);
   DType param_dtype() const;  // dtype of the first parameter (F32 when there are none)
+  // Mixed precision: with a compute dtype set (on this module and every sub-module), layers cast
+  // their parameters to it in forward() through the differentiable cast, so gradients reach the
+  // parameters (the f32 master weights) in their own dtype and the optimizer updates those.
+  // Models (nn::MMDiT) cast their inputs on entry and return their output in the parameters'
+  // dtype. std::nullopt (the default) computes in the parameters' dtype.
+  void set_compute_dtype(std::optional<DType> dtype);
+  std::optional<DType> compute_dtype() const { return compute_dtype_; }
+  // t cast to the compute dtype (t itself when none is set or it already has it).
+  Tensor compute(const Tensor& t) const;
+  // The dtype forward() computes in given a parameter: the compute dtype, else the parameter's.
+  DType forward_dtype(const Tensor& param) const { return compute_dtype_.value_or(param.dtype()); }
 
   // Deferred construction: a module built with LayerOptions::deferred holds zero-stride
   // placeholders (right shapes, no memory) so that even an 8-billion-parameter model can be
@@ -122,6 +134,7 @@ class Module {
   std::vector<BufferSlot> buffers_;
   std::vector<ChildSlot> children_;
   bool training_ = true;
+  std::optional<DType> compute_dtype_;
 };
 
 // A zero-stride stand-in with the given shape (one element of memory), and its test.
