@@ -102,7 +102,7 @@ TEST(Layers, LinearIsMatmulPlusBias) {
   Tensor ref = ops::add(ops::matmul(x, ops::transpose(l.weight, 0, 1)), l.bias);
   EXPECT_TRUE(all_close(l.forward(x), ref, 1e-14, 1e-14));
   EXPECT_TRUE(throws_error([&] { l.forward(rnd({2, 4}, 1)); }, {"Linear(5 -> 3)", "must end in 5"}));
-  EXPECT_TRUE(throws_error([&] { l.forward(rnd({2, 5}, 1, DType::F32)); }, {"input is f32", "weight is f64"}));
+  EXPECT_TRUE(throws_error([&] { l.forward(rnd({2, 5}, 1, DType::F32)); }, {"input is f32", "the layer computes in f64"}));
   // default init: kaiming_uniform(a=√5) → U(±1/√in), bias U(±1/√in)
   nn::Linear big(400, 300, true, {DType::F64});
   const double b = 1.0 / std::sqrt(400.0);
