@@ -1,6 +1,7 @@
-// conv2d as im2col + GEMM, and average pooling. im2col/col2im and avg_pool2d/its adjoint are
-// linear maps that are each other's transposes, so every derivative order comes for free, and
-// each one's JVP is itself applied to the tangent.
+// conv2d as im2col + GEMM (or, on a device with a direct convolution such as cuDNN, that kernel
+// forward with the composite's backward), and average pooling. im2col/col2im and avg_pool2d/its
+// adjoint are linear maps that are each other's transposes, so every derivative order comes for free,
+// and each one's JVP is itself applied to the tangent.
 #include "autograd/ops_util.h"
 #include "kernels/conv.h"
 
@@ -60,6 +61,48 @@ Tensor col2im(const Tensor& cols, const Shape& image_shape, int64_t kh, int64_t 
   return x;
 }
 
+namespace {
+
+// y = conv(x, w) through the device's conv2d_fwd kernel. The backward is the im2col composite's:
+// with y[n] = W₂·cols(x)[n] (W₂ = w as [O, C·kh·kw]), gW₂ = Σₙ g[n]·cols[n]ᵀ and
+// gx = col2im(W₂ᵀ·g), all differentiable ops, so double backward works; the JVP is
+// conv(ẋ, w) + conv(x, ẇ).
+Tensor conv2d_direct(const Tensor& x, const Tensor& w, const kernels::Conv2dGeom& g, Conv2dOptions o) {
+  const int64_t O = w.shape()[0], kh = w.shape()[2], kw = w.shape()[3];
+  Tensor xc = contiguous_raw(x), wc = contiguous_raw(w);
+  Tensor y = empty({g.n, O, g.oh, g.ow}, x.dtype(), x.device());
+  if (y.numel() > 0 && g.c > 0)
+    get_kernel<kernels::Conv2dFwdFn>("conv2d_fwd", x.device(), x.dtype())(g, O, xc.data_ptr(), wc.data_ptr(),
+                                                                           y.data_ptr());
+  else if (y.numel() > 0)
+    fill_(y, 0.0);
+  if (any_requires_grad({&x, &w})) {
+    auto node = record("conv2d", {x, w}, {&y});
+    SavedTensor sx(x, false), sw(w, false);
+    const Shape xs = x.shape(), ws = w.shape();
+    node->backward = [=](const Grads& gr, const std::vector<bool>& needs) -> Grads {
+      Tensor gy = reshape(gr[0], {xs[0], O, -1});  // [N, O, L]
+      Tensor gx, gw;
+      if (needs[0])
+        gx = col2im(matmul(transpose(reshape(sw.unpack("conv2d"), {O, -1}), 0, 1), gy), xs, kh, kw, o);
+      if (needs[1]) {
+        Tensor cols = im2col(sx.unpack("conv2d"), kh, kw, o);  // [N, C·kh·kw, L]
+        gw = reshape(sum(matmul(gy, transpose(cols, 1, 2)), {0}), ws);
+      }
+      return {gx, gw};
+    };
+  }
+  detail::forward_rule("conv2d", {&x, &w}, y, [&](const std::vector<Tensor>& t) {
+    Tensor ty;
+    if (t[0].defined()) ty = conv2d(t[0], w, Tensor(), o);
+    if (t[1].defined()) ty = detail::add_terms(ty, conv2d(x, t[1], Tensor(), o));
+    return ty;
+  });
+  return y;
+}
+
+}  // namespace
+
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, Conv2dOptions o) {
   detail::check_same("conv2d", x, w);
   detail::check_float("conv2d", x);
@@ -74,6 +117,12 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, Conv2dOptions o
   }
   const int64_t O = w.shape()[0], kh = w.shape()[2], kw = w.shape()[3];
   auto g = geometry("conv2d", x.shape(), kh, kw, o);
+  // a device with a direct convolution (cuDNN): its forward, the composite's backward
+  if (!x.device().is_cpu() && find_kernel("conv2d_fwd", x.device().type, x.dtype())) {
+    Tensor y = conv2d_direct(x, w, g, o);
+    if (b.defined()) y = add(y, reshape(b, {1, O, 1, 1}));
+    return y;
+  }
   Tensor cols = im2col(x, kh, kw, o);                    // [N, C*kh*kw, L]
   Tensor y = matmul(reshape(w, {O, -1}), cols);          // [N, O, L]
   y = reshape(y, {g.n, O, g.oh, g.ow});

@@ -20,4 +20,9 @@ using AvgPoolFn = void (*)(const Conv2dGeom& g, const void* x, void* y);
 // x [n, c, h, w] = adjoint of AvgPoolFn applied to y (x is overwritten)
 using AvgPoolAdjointFn = void (*)(const Conv2dGeom& g, const void* y, void* x);
 
+// y [n, out_channels, oh, ow] = cross-correlation of x [n, c, h, w] with w [out_channels, c, kh, kw]
+// (both contiguous), no bias. Optional: registered on CUDA when cuDNN is built in; ops::conv2d
+// uses it when present and otherwise im2col + GEMM.
+using Conv2dFwdFn = void (*)(const Conv2dGeom& g, int64_t out_channels, const void* x, const void* w, void* y);
+
 }  // namespace vgg::kernels
