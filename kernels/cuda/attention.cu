@@ -1,7 +1,7 @@
 // CUDA attention, the straightforward version (contract in kernels/attention.h): correct for any
-// sequence lengths and head sizes up to 256, O(S) memory, no tensor cores. The flash kernels
-// (mma/wgmma tiles) replace it in the hand-optimised-kernels issue; this one is their reference on
-// the device and what lets the whole MMDiT run on a GPU now.
+// sequence lengths and head sizes up to 256, O(S) memory, no tensor cores. The bf16 forward hands
+// head sizes 64 and 128 to the tensor-core flash kernel (flash_fwd.cu) first; this one is the
+// flash kernels' reference on the device and the fallback for every other shape and dtype.
 //
 // Forward: one warp per query row. For each key the warp forms the score with a shuffle
 // reduction of the d-long dot product, then updates the online softmax (running max m, sum l) and
@@ -17,6 +17,7 @@
 
 #include "kernels/attention.h"
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/flash.cuh"
 #include "tensor/dispatch.h"
 #include "tensor/error.h"
 #include "tensor/storage.h"
@@ -163,6 +164,8 @@ void check_sizes(const AttnArgs& a) {
 template <class T>
 void fwd_kernel(const AttnArgs& a, const void* q, const void* k, const void* v, void* o, void* lse) {
   if (a.bh * a.sq == 0) return;
+  if constexpr (std::is_same_v<T, bf16>)
+    if (flash_fwd_bf16(a, q, k, v, o, lse)) return;  // tensor cores when the shape allows (flash.cuh)
   check_sizes(a);
   fwd_k<T><<<blocks_for_rows(a.bh * a.sq), 32 * kWarps>>>(a, static_cast<const T*>(q), static_cast<const T*>(k),
                                                            static_cast<const T*>(v), static_cast<T*>(o),

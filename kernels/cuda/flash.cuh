@@ -1,0 +1,13 @@
+// The flash-attention kernels (flash_fwd.cu), called by the attention entry points of
+// attention.cu before they fall back to the straightforward kernels.
+#pragma once
+#include "kernels/attention.h"
+
+namespace vgg::kernels::cuda {
+
+// Runs the bf16 tensor-core forward and returns true when it applies: head size 64 or 128 with
+// dv == d, sk > 0, 16-byte-aligned operands, and not disabled by VGG_CUDA_FLASH=0 in the
+// environment (read once). Returns false, having done nothing, otherwise.
+bool flash_fwd_bf16(const AttnArgs& a, const void* q, const void* k, const void* v, void* o, void* lse);
+
+}  // namespace vgg::kernels::cuda
