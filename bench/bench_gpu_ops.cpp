@@ -7,12 +7,16 @@
 // x·(1 + scale) + shift with per-sample scale/shift, as the MMDiT's adaLN, as three ops) and
 // ln_modulate_fused (the same through the fused kernel), gated_residual/<dtype>/rows/width (x + gate·y
 // as two ops) and gated_residual_fused, softmax/<dtype>/rows/cols,
-// adamw/f32/n/tensors (one optimizer step over that many parameters of n elements in all).
+// adamw/f32/n/tensors (one optimizer step over that many parameters of n elements in all),
+// attention/<dtype>/BH/S/d and attention_fwd_bwd (the MMDiT's joint attention), lora_fwd_bwd/<dtype>/M/D/r
+// and linear_fwd_bwd/<dtype>/M/D (the LoRA layer and its bare base, forward + backward).
 #include <benchmark/benchmark.h>
 
 #include <chrono>
+#include <cmath>
 #include <string>
 
+#include "autograd/engine.h"
 #include "autograd/grad_mode.h"
 #include "autograd/ops.h"
 #include "nn/optim.h"
@@ -105,6 +109,64 @@ void BM_gated_residual_fused(benchmark::State& st, int dt) {
   st.counters["GB/s"] = benchmark::Counter(3.0 * R * D * itemsize(dtype_of(dt)) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// Attention over [B·H, S, d] (the MMDiT's joint attention: B=2, H=24, S=4096+333, d=64): the
+// forward alone, and forward + backward. TFLOP/s counts 4·B·H·S²·d for the forward and 2.5× that
+// for the backward (the flash-attention papers' convention; no causal mask here).
+void BM_attention(benchmark::State& st, int dt) {
+  if (!gpu_or_skip(st)) return;
+  NoGradGuard ng;
+  const int64_t BH = st.range(0), S = st.range(1), d = st.range(2);
+  const TensorOptions o{dtype_of(dt), Device::cuda()};
+  Generator g(6);
+  Tensor q = randn({BH, S, d}, o, &g), k = randn({BH, S, d}, o, &g), v = randn({BH, S, d}, o, &g);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  timed(st, [&] { benchmark::DoNotOptimize(ops::attention(q, k, v, scale)); });
+  st.counters["TFLOP/s"] = benchmark::Counter(4.0 * BH * S * S * d * 1e-12, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_attention_fwd_bwd(benchmark::State& st, int dt) {
+  if (!gpu_or_skip(st)) return;
+  const int64_t BH = st.range(0), S = st.range(1), d = st.range(2);
+  const TensorOptions o{dtype_of(dt), Device::cuda()};
+  Generator g(6);
+  Tensor q = randn({BH, S, d}, o, &g).requires_grad_(true), k = randn({BH, S, d}, o, &g).requires_grad_(true);
+  Tensor v = randn({BH, S, d}, o, &g).requires_grad_(true), go = randn({BH, S, d}, o, &g);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  timed(st, [&] {
+    auto gr = grad({ops::attention(q, k, v, scale)}, {q, k, v}, {go});
+    benchmark::DoNotOptimize(gr);
+  });
+  st.counters["TFLOP/s"] = benchmark::Counter(3.5 * 4.0 * BH * S * S * d * 1e-12, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// LoRA linear (r=8 on a 1536×1536 base, M=8192 tokens, bf16), forward + backward with a frozen
+// base, as nn::LoRALinear computes it (base GEMM plus the two low-rank GEMMs), next to the bare
+// base GEMM forward + its dx GEMM: the peers the fused-LoRA goal is stated against.
+void BM_lora_fwd_bwd(benchmark::State& st, int dt) {
+  if (!gpu_or_skip(st)) return;
+  const int64_t M = st.range(0), D = st.range(1), r = st.range(2);
+  const TensorOptions o{dtype_of(dt), Device::cuda()};
+  Generator g(7);
+  Tensor x = randn({M, D}, o, &g).requires_grad_(true), w = randn({D, D}, o, &g), go = randn({M, D}, o, &g);
+  Tensor a = randn({r, D}, o, &g).requires_grad_(true), b = randn({D, r}, o, &g).requires_grad_(true);
+  timed(st, [&] {
+    Tensor y = ops::add(ops::matmul(x, ops::transpose(w, 0, 1)),
+                        ops::mul(ops::matmul(ops::matmul(x, ops::transpose(a, 0, 1)), ops::transpose(b, 0, 1)), 2.0));
+    benchmark::DoNotOptimize(grad({y}, {x, a, b}, {go}));
+  });
+  st.counters["TFLOP/s"] = benchmark::Counter(4.0 * M * D * D * 1e-12, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_linear_fwd_bwd(benchmark::State& st, int dt) {
+  if (!gpu_or_skip(st)) return;
+  const int64_t M = st.range(0), D = st.range(1);
+  const TensorOptions o{dtype_of(dt), Device::cuda()};
+  Generator g(7);
+  Tensor x = randn({M, D}, o, &g).requires_grad_(true), w = randn({D, D}, o, &g), go = randn({M, D}, o, &g);
+  timed(st, [&] { benchmark::DoNotOptimize(grad({ops::matmul(x, ops::transpose(w, 0, 1))}, {x}, {go})); });
+  st.counters["TFLOP/s"] = benchmark::Counter(4.0 * M * D * D * 1e-12, benchmark::Counter::kIsIterationInvariantRate);
+}
+
 void BM_softmax(benchmark::State& st, int dt) {
   if (!gpu_or_skip(st)) return;
   NoGradGuard ng;
@@ -155,6 +217,11 @@ BENCHMARK_CAPTURE(BM_gated_residual, f32, 0)->Args({8192, 1536})->UseManualTime(
 BENCHMARK_CAPTURE(BM_gated_residual, bf16, 1)->Args({8192, 1536})->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_gated_residual_fused, f32, 0)->Args({8192, 1536})->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_gated_residual_fused, bf16, 1)->Args({8192, 1536})->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_attention, bf16, 1)->Args({48, 4429, 64})->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_attention, bf16, 1)->Args({48, 4429, 128})->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_attention_fwd_bwd, bf16, 1)->Args({48, 4429, 64})->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_lora_fwd_bwd, bf16, 1)->Args({8192, 1536, 8})->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_linear_fwd_bwd, bf16, 1)->Args({8192, 1536})->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_softmax, f32, 0)->Args({8192, 4096})->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_softmax, bf16, 1)->Args({8192, 4096})->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_adamw, f32, 0)->Args({1 << 24, 64})->UseManualTime()->Unit(benchmark::kMillisecond);

@@ -62,6 +62,44 @@ def torch_time(op, dt, d, reps):
         y = torch.randn(B, d[0] // B, d[1], device=dev, dtype=dtype, generator=g)
         gate = torch.randn(B, 1, d[1], device=dev, dtype=dtype, generator=g)
         fn = lambda: x + gate * y  # noqa: E731
+    elif op.startswith("attention"):  # d = [B·H, S, d]; peer: SDPA under the backend in op
+        BH, S, hd = d
+        q, k, v = (torch.randn(2, BH // 2, S, hd, device=dev, dtype=dtype, generator=g) for _ in range(3))
+        backend = op.split(":")[1] if ":" in op else None
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+        backends = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+                    "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}
+        sdpa = torch.nn.functional.scaled_dot_product_attention
+        if op.startswith("attention_fwd_bwd"):
+            q, k, v = (t.requires_grad_() for t in (q, k, v))
+            go = torch.randn_like(q)
+
+            def fn():
+                with sdpa_kernel(backends[backend]):
+                    torch.autograd.grad(sdpa(q, k, v), (q, k, v), go)
+        else:
+            def fn():
+                with sdpa_kernel(backends[backend]):
+                    sdpa(q, k, v)
+        try:
+            fn()
+        except RuntimeError:  # the backend does not take this shape or dtype
+            return None
+    elif op in ("lora_fwd_bwd", "lora_fwd_bwd:compile", "linear_fwd_bwd"):  # d = [M, D, r]
+        M, D = d[0], d[1]
+        x = torch.randn(M, D, device=dev, dtype=dtype, generator=g, requires_grad=True)
+        w = torch.randn(D, D, device=dev, dtype=dtype, generator=g)
+        go = torch.randn(M, D, device=dev, dtype=dtype, generator=g)
+        if op == "linear_fwd_bwd":
+            fn = lambda: torch.autograd.grad(x @ w.t(), (x,), go)  # noqa: E731
+        else:
+            a = torch.randn(d[2], D, device=dev, dtype=dtype, generator=g, requires_grad=True)
+            b = torch.randn(D, d[2], device=dev, dtype=dtype, generator=g, requires_grad=True)
+
+            def lora(x, a, b):  # peft's LoRA layer: base, then B(A(x))·scaling
+                return x @ w.t() + (x @ a.t()) @ b.t() * 2.0
+            f = torch.compile(lora) if op.endswith(":compile") else lora
+            fn = lambda: torch.autograd.grad(f(x, a, b), (x, a, b), go)  # noqa: E731
     elif op in ("adamw", "adamw_fused"):  # d = [elements, tensors]; adamw: torch's per-tensor loop
         n, count = d
         sizes = [n // count + (1 if i < n % count else 0) for i in range(count)]
@@ -95,6 +133,11 @@ def rate(op, dt, d, t):
         return ""
     if op == "gemm":
         return f"{2.0 * d[0] * d[1] * d[2] / t * 1e-12:.1f} TFLOP/s"
+    if op.startswith("attention"):
+        f = 4.0 * d[0] * d[1] * d[1] * d[2] * (3.5 if op.startswith("attention_fwd_bwd") else 1.0)
+        return f"{f / t * 1e-12:.1f} TFLOP/s"
+    if op.startswith(("lora", "linear")):
+        return f"{4.0 * d[0] * d[1] * d[1] / t * 1e-12:.1f} TFLOP/s"
     if op.startswith("adamw"):
         return f"{7.0 * d[0] * 4 / t * 1e-9:.0f} GB/s"
     size = 4 if dt == "f32" else 2
@@ -120,7 +163,13 @@ def main():
     for name, tv in vgg.items():
         op, dt, d = parse(name)
         # the PyTorch peers of a case: AdamW against torch's per-tensor loop and its fused kernel
-        peers = [(op, "")] + ([("adamw_fused", " vs fused=True")] if op == "adamw" else [])
+        peers = [(op, "")]
+        if op == "adamw":
+            peers = [(op, ""), ("adamw_fused", " vs fused=True")]
+        elif op.startswith("attention"):  # every SDPA backend that takes the shape
+            peers = [(f"{op}:{b}", f" vs SDPA {b}") for b in ("flash", "efficient", "cudnn", "math")]
+        elif op == "lora_fwd_bwd":
+            peers = [(op, " vs eager 3-GEMM"), (op + ":compile", " vs torch.compile")]
         for peer, label in peers:
             tt = torch_time(peer, dt, d, a.reps)
             raw[name + label] = {"vggflow_s": tv, "torch_s": tt}
