@@ -111,6 +111,10 @@ Tensor avg_pool2d_adjoint(const Tensor& y, const Shape& image_shape, int64_t kh,
 // Attention softmax(scale · Q Kᵀ) V over q [..., Sq, D], k [..., Sk, D], v [..., Sk, Dv].
 // Naive materialises the scores with differentiable ops (any derivative order, f64 reference).
 // Tiled is the online-softmax kernel: O(S) memory, its own backward kernel, no double backward.
+// The fused LoRA linear: x [..., in] → x·Wᵀ + bias + scale·(x·Aᵀ)·Bᵀ with W [out, in], bias [out]
+// (may be undefined), A [r, in], B [out, r], in three GEMMs and no full-size intermediate; an
+// explicit backward (double backward throws: compose matmuls instead) and a composed JVP.
+Tensor lora_linear(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& a, const Tensor& b, double scale);
 enum class AttentionImpl { Naive, Tiled };
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale,
                  AttentionImpl impl = AttentionImpl::Tiled);

@@ -1,6 +1,7 @@
-// Batched GEMM: C[b] = op(A[b]) · op(B[b]) for b < batch, with uniform batch strides
-// (stride 0 broadcasts). Row-major matrices with leading dimensions lda/ldb/ldc; trans
-// flags mean the stored matrix is the transpose. bf16 computes in f32.
+// Batched GEMM: C[b] = alpha·op(A[b])·op(B[b]) + beta·C[b] for b < batch, with uniform batch
+// strides (stride 0 broadcasts). Row-major matrices with leading dimensions lda/ldb/ldc; trans
+// flags mean the stored matrix is the transpose. bf16 computes in f32 (C read, scaled and added
+// in f32, rounded once). beta = 0 never reads C (it may hold NaN).
 #pragma once
 #include <cstdint>
 
@@ -11,6 +12,7 @@ struct GemmArgs {
   bool trans_a = false, trans_b = false;
   int64_t lda = 0, ldb = 0, ldc = 0;
   int64_t stride_a = 0, stride_b = 0, stride_c = 0;
+  double alpha = 1, beta = 0;
 };
 using GemmFn = void (*)(const GemmArgs& g, const void* a, const void* b, void* c);
 

@@ -33,6 +33,8 @@ LoRALinear::LoRALinear(const Linear& base, int64_t rank, double alpha, Generator
 }
 
 Tensor LoRALinear::forward(const Tensor& x) {
+  if (enabled_ && !merged_ && fused_ && x.device().is_cuda())
+    return ops::lora_linear(x, compute(weight), compute(bias), compute(lora_A), compute(lora_B), scaling_);
   Tensor y = base_forward(x);
   if (!enabled_ || merged_) return y;
   Tensor low = ops::matmul(x, ops::transpose(compute(lora_A), 0, 1));

@@ -32,6 +32,11 @@ class LoRALinear : public Linear {
   Tensor forward(const Tensor& x) override;
 
   void set_enabled(bool on) { enabled_ = on; }
+  // On a GPU the layer runs as one fused op (ops::lora_linear: no full-size intermediates, an
+  // explicit backward, no double backward); set_fused(false) composes matmuls instead, which
+  // double backward needs. On the CPU the layer always composes matmuls (the reference).
+  void set_fused(bool on) { fused_ = on; }
+  bool fused() const { return fused_; }
   bool enabled() const { return enabled_; }
   // W ← W + s·B·A (merge) and back (unmerge); forward skips the adapter path while merged.
   void merge();
@@ -47,6 +52,7 @@ class LoRALinear : public Linear {
   double scaling_;
   bool enabled_ = true;
   bool merged_ = false;
+  bool fused_ = true;
 };
 
 // Replaces every Linear of `model` whose path matches a target by a LoRALinear and returns the

@@ -13,13 +13,13 @@ namespace {
 
 void sgemm_one(const GemmArgs& g, const float* a, const float* b, float* c) {
   cblas_sgemm(CblasRowMajor, g.trans_a ? CblasTrans : CblasNoTrans, g.trans_b ? CblasTrans : CblasNoTrans,
-              static_cast<int>(g.m), static_cast<int>(g.n), static_cast<int>(g.k), 1.0f, a, static_cast<int>(g.lda), b,
-              static_cast<int>(g.ldb), 0.0f, c, static_cast<int>(g.ldc));
+              static_cast<int>(g.m), static_cast<int>(g.n), static_cast<int>(g.k), static_cast<float>(g.alpha), a,
+              static_cast<int>(g.lda), b, static_cast<int>(g.ldb), static_cast<float>(g.beta), c, static_cast<int>(g.ldc));
 }
 void dgemm_one(const GemmArgs& g, const double* a, const double* b, double* c) {
   cblas_dgemm(CblasRowMajor, g.trans_a ? CblasTrans : CblasNoTrans, g.trans_b ? CblasTrans : CblasNoTrans,
-              static_cast<int>(g.m), static_cast<int>(g.n), static_cast<int>(g.k), 1.0, a, static_cast<int>(g.lda), b,
-              static_cast<int>(g.ldb), 0.0, c, static_cast<int>(g.ldc));
+              static_cast<int>(g.m), static_cast<int>(g.n), static_cast<int>(g.k), g.alpha, a, static_cast<int>(g.lda), b,
+              static_cast<int>(g.ldb), g.beta, c, static_cast<int>(g.ldc));
 }
 
 template <typename T, typename F>
@@ -30,7 +30,10 @@ void batched(const GemmArgs& g, const void* a, const void* b, void* c, F one) {
   if (g.k == 0) {
     for (int64_t bi = 0; bi < g.batch; ++bi)
       for (int64_t i = 0; i < g.m; ++i)
-        for (int64_t j = 0; j < g.n; ++j) Cm[bi * g.stride_c + i * g.ldc + j] = T(0);
+        for (int64_t j = 0; j < g.n; ++j) {
+          T& cij = Cm[bi * g.stride_c + i * g.ldc + j];
+          cij = g.beta == 0 ? T(0) : static_cast<T>(g.beta) * cij;
+        }
     return;
   }
   for (int64_t bi = 0; bi < g.batch; ++bi) one(g, A + bi * g.stride_a, B + bi * g.stride_b, Cm + bi * g.stride_c);
@@ -47,6 +50,7 @@ void gemm_bf16(const GemmArgs& g, const void* a, const void* b, void* c) {
   int64_t arows = g.trans_a ? g.k : g.m, acols = g.trans_a ? g.m : g.k;
   int64_t brows = g.trans_b ? g.n : g.k, bcols = g.trans_b ? g.k : g.n;
   std::vector<float> fa(arows * acols), fb(brows * bcols), fc(g.m * g.n);
+  const bool acc = g.beta != 0;
   GemmArgs h = g;
   h.lda = acols;
   h.ldb = bcols;
@@ -56,10 +60,14 @@ void gemm_bf16(const GemmArgs& g, const void* a, const void* b, void* c) {
       for (int64_t j = 0; j < acols; ++j) fa[i * acols + j] = static_cast<float>(A[bi * g.stride_a + i * g.lda + j]);
     for (int64_t i = 0; i < brows; ++i)
       for (int64_t j = 0; j < bcols; ++j) fb[i * bcols + j] = static_cast<float>(B[bi * g.stride_b + i * g.ldb + j]);
-    if (g.k == 0)
-      std::fill(fc.begin(), fc.end(), 0.0f);
-    else
+    if (acc)
+      for (int64_t i = 0; i < g.m; ++i)
+        for (int64_t j = 0; j < g.n; ++j) fc[i * g.n + j] = static_cast<float>(Cm[bi * g.stride_c + i * g.ldc + j]);
+    if (g.k == 0) {
+      for (float& f : fc) f = acc ? static_cast<float>(g.beta) * f : 0.0f;
+    } else {
       sgemm_one(h, fa.data(), fb.data(), fc.data());
+    }
     for (int64_t i = 0; i < g.m; ++i)
       for (int64_t j = 0; j < g.n; ++j) Cm[bi * g.stride_c + i * g.ldc + j] = bf16(fc[i * g.n + j]);
   }

@@ -82,6 +82,7 @@ void gemm_kernel(const GemmArgs& g, const void* a, const void* b, void* c) {
     dt = CUDA_R_64F, ct = CUBLAS_COMPUTE_64F, scale = CUDA_R_64F;
   else
     dt = CUDA_R_16BF, ct = CUBLAS_COMPUTE_32F, scale = CUDA_R_32F;
+  VGG_CHECK(g.k > 0 || g.beta == 0, "gemm (CUDA): k = 0 with beta != 0 is not supported");
   if (g.k == 0) {  // C = 0: no GEMM to run
     const size_t row = static_cast<size_t>(g.n) * sizeof(T);
     for (int64_t i = 0; i < g.batch; ++i)
@@ -114,10 +115,10 @@ void gemm_kernel(const GemmArgs& g, const void* a, const void* b, void* c) {
   int found = 0;
   check(cublasLtMatmulAlgoGetHeuristic(lt.handle, d.op, d.a, d.b, d.c, d.c, d.pref, 1, &heur, &found), "heuristic");
   VGG_CHECK(found > 0, "gemm (CUDA): cuBLASLt has no algorithm for m=", g.m, " n=", g.n, " k=", g.k, " batch=", g.batch);
-  const float one_f = 1, zero_f = 0;
-  const double one_d = 1, zero_d = 0;
-  const void* alpha = std::is_same_v<T, double> ? static_cast<const void*>(&one_d) : &one_f;
-  const void* beta = std::is_same_v<T, double> ? static_cast<const void*>(&zero_d) : &zero_f;
+  const float alpha_f = static_cast<float>(g.alpha), beta_f = static_cast<float>(g.beta);
+  const double alpha_d = g.alpha, beta_d = g.beta;
+  const void* alpha = std::is_same_v<T, double> ? static_cast<const void*>(&alpha_d) : &alpha_f;
+  const void* beta = std::is_same_v<T, double> ? static_cast<const void*>(&beta_d) : &beta_f;
   check(cublasLtMatmul(lt.handle, d.op, alpha, b, d.a, a, d.b, beta, c, d.c, c, d.c, &heur.algo, lt.workspace,
                        lt.workspace_bytes, 0),
         "matmul");

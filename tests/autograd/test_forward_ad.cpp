@@ -188,6 +188,10 @@ std::vector<JvpCase> cases() {
       // a longer key sequence crosses the 64-key tile boundary of the tiled kernel
       TERNARY("attention_tiled_multiblock", attention(a, b, c, 0.7, AttentionImpl::Tiled), rnd({1, 2, 3}, 176),
               rnd({1, 70, 3}, 177), rnd({1, 70, 2}, 178)),
+      // the fused LoRA linear: tangents on x, W, bias, A and B
+      JvpCase{"lora_linear",
+              [] { return std::vector<Tensor>{rnd({2, 3, 5}, 182), rnd({4, 5}, 183), rnd({4}, 184), rnd({2, 5}, 185), rnd({4, 2}, 186)}; },
+              [](const std::vector<Tensor>& in) { return lora_linear(in[0], in[1], in[2], in[3], in[4], 1.5); }},
       TERNARY("attention_tiled_transposed", attention(transpose(a, 1, 2), b, c, 0.6, AttentionImpl::Tiled),
               rnd({2, 4, 3}, 179), rnd({2, 5, 4}, 180), rnd({2, 5, 2}, 181)),
   };
@@ -198,7 +202,8 @@ std::vector<JvpCase> cases() {
 const char* kReverseOverForward[] = {"mul",      "matmul",      "silu",      "exp",
                                      "pow",      "where",       "amax",      "cat",
                                      "softmax",  "log_softmax", "gelu_tanh", "layer_norm_affine",
-                                     "rms_norm", "conv2d",      "attention_naive", "attention_tiled"};
+                                     "rms_norm", "conv2d",      "attention_naive", "attention_tiled",
+                                     "lora_linear"};
 
 bool has_name(const char* const* b, const char* const* e, const std::string& n) {
   for (; b != e; ++b)

@@ -140,6 +140,10 @@ std::vector<Case> cases() {
       // attention
       Case{"attention_naive", [] { return std::vector<Tensor>{rnd({2, 3, 4}, 150), rnd({2, 5, 4}, 151), rnd({2, 5, 3}, 152)}; },
            [](const std::vector<Tensor>& in) { return attention(in[0], in[1], in[2], 0.5, AttentionImpl::Naive); }},
+      Case{"lora_linear",
+           [] { return std::vector<Tensor>{rnd({2, 3, 5}, 160), rnd({4, 5}, 161), rnd({4}, 162), rnd({2, 5}, 163), rnd({4, 2}, 164)}; },
+           [](const std::vector<Tensor>& in) { return lora_linear(in[0], in[1], in[2], in[3], in[4], 1.5); },
+           /*gradgrad=*/false},
       Case{"attention_tiled", [] { return std::vector<Tensor>{rnd({2, 3, 4}, 153), rnd({2, 5, 4}, 154), rnd({2, 5, 3}, 155)}; },
            [](const std::vector<Tensor>& in) { return attention(in[0], in[1], in[2], 0.5, AttentionImpl::Tiled); },
            /*gradgrad=*/false},

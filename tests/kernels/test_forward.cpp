@@ -509,3 +509,41 @@ TEST(ForwardNorm, LayerNormModulateEqualsTheComposition) {
   EXPECT_TRUE(test::throws_error([] { ops::layer_norm_modulate(test::rnd({2, 3, 4}, 1), test::rnd({2, 5}, 2), test::rnd({2, 5}, 3)); },
                                  {"layer_norm_modulate: need x [B, T, D] and scale, shift [B, D]"}));
 }
+
+// The fused LoRA linear equals its composition x·Wᵀ + bias + s·(x·Aᵀ)·Bᵀ, with and without bias, on
+// leading batch dims, in f64 (to rounding), f32 and bf16 (within their precision); its explicit
+// backward equals the composition's gradients in f64; bad shapes are refused by name.
+TEST(ForwardLinalg, LoraLinearEqualsItsComposition) {
+  for (DType dt : {DType::F64, DType::F32, DType::BF16}) {
+    for (bool with_bias : {true, false}) {
+      SCOPED_TRACE(std::string(dtype_name(dt)) + (with_bias ? " bias" : " no bias"));
+      Tensor x = ops::to(test::rnd({2, 7, 33}, 51), dt), w = ops::to(test::rnd({19, 33}, 52), dt);
+      Tensor bias = with_bias ? ops::to(test::rnd({19}, 53), dt) : Tensor();
+      Tensor a = ops::to(test::rnd({4, 33}, 54), dt), b = ops::to(test::rnd({19, 4}, 55), dt);
+      Tensor fused = ops::lora_linear(x, w, bias, a, b, 0.75);
+      auto f64 = [](const Tensor& t) { return t.defined() ? ops::to(t, DType::F64) : t; };
+      Tensor ref = ops::add(ops::matmul(f64(x), ops::transpose(f64(w), 0, 1)),
+                            ops::mul(ops::matmul(ops::matmul(f64(x), ops::transpose(f64(a), 0, 1)), ops::transpose(f64(b), 0, 1)), 0.75));
+      if (with_bias) ref = ops::add(ref, f64(bias));
+      ASSERT_EQ(fused.shape(), (Shape{2, 7, 19}));
+      const double tol = dt == DType::F64 ? 1e-12 : dt == DType::F32 ? 1e-5 : 5e-2;
+      EXPECT_TRUE(test::all_close(ops::to(fused, DType::F64), ref, tol, tol));
+    }
+  }
+  // gradients of every input against the composition's (f64)
+  std::vector<Tensor> in = {test::rnd({3, 6}, 56), test::rnd({5, 6}, 57), test::rnd({5}, 58), test::rnd({2, 6}, 59),
+                            test::rnd({5, 2}, 60)};
+  Tensor r = test::rnd({3, 5}, 61);
+  std::vector<Tensor> g[2];
+  for (int fused = 0; fused < 2; ++fused) {
+    std::vector<Tensor> p;
+    for (auto& t : in) p.push_back(clone_raw(t).requires_grad_(true));
+    Tensor y = fused ? ops::lora_linear(p[0], p[1], p[2], p[3], p[4], 2.0)
+                     : ops::add(ops::add(ops::matmul(p[0], ops::transpose(p[1], 0, 1)), p[2]),
+                                ops::mul(ops::matmul(ops::matmul(p[0], ops::transpose(p[3], 0, 1)), ops::transpose(p[4], 0, 1)), 2.0));
+    g[fused] = grad({ops::sum(ops::mul(y, r))}, p);
+  }
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(test::all_close(g[1][i], g[0][i], 1e-12, 1e-12)) << "input " << i;
+  EXPECT_TRUE(test::throws_error([] { ops::lora_linear(test::rnd({2, 5}, 1), test::rnd({3, 5}, 2), Tensor(), test::rnd({2, 4}, 3), test::rnd({3, 2}, 4), 1.0); },
+                                 {"lora_linear: shapes do not fit"}));
+}
