@@ -1,6 +1,6 @@
 // CUDA attention, the straightforward version (contract in kernels/attention.h): correct for any
-// sequence lengths and head sizes up to 256, O(S) memory, no tensor cores. The bf16 forward hands
-// head sizes 64 and 128 to the tensor-core flash kernel (flash_fwd.cu) first; this one is the
+// sequence lengths and head sizes up to 256, O(S) memory, no tensor cores. The bf16 forward and
+// backward hand head sizes 64 and 128 to the tensor-core flash kernels (flash.cu) first; this one is the
 // flash kernels' reference on the device and the fallback for every other shape and dtype.
 //
 // Forward: one warp per query row. For each key the warp forms the score with a shuffle
@@ -188,8 +188,16 @@ void bwd_kernel(const AttnArgs& a, const void* q, const void* k, const void* v, 
   Allocator* alloc = allocator_for(Device::cuda(dev));
   const size_t dbytes = static_cast<size_t>(a.bh * a.sq) * sizeof(Cmp<T>);
   auto* D = static_cast<Cmp<T>*>(alloc->allocate(dbytes));
+  if (a.sq > 0) bwd_rowdot_k<T><<<blocks_for_rows(a.bh * a.sq), 32 * kWarps>>>(a, O, dO, D);
+  if constexpr (std::is_same_v<T, bf16>) {
+    if (flash_bwd_bf16(a, q, k, v, lse, dout, D, dq, dk, dv)) {  // tensor cores (flash.cuh)
+      const cudaError_t e = cudaGetLastError();
+      alloc->deallocate(D, dbytes);
+      if (e != cudaSuccess) VGG_FAIL("CUDA kernel attention_bwd failed: ", cudaGetErrorString(e));
+      return;
+    }
+  }
   if (a.sq > 0) {
-    bwd_rowdot_k<T><<<blocks_for_rows(a.bh * a.sq), 32 * kWarps>>>(a, O, dO, D);
     bwd_dq_k<T><<<blocks_for_rows(a.bh * a.sq), 32 * kWarps>>>(a, Q, K, Vv, L, dO, D, static_cast<T*>(dq));
   }
   bwd_dkv_k<T><<<blocks_for_rows(a.bh * a.sk), 32 * kWarps>>>(a, Q, K, Vv, L, dO, D, static_cast<T*>(dk), static_cast<T*>(dv));
