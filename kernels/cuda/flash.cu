@@ -53,6 +53,15 @@ __device__ __forceinline__ uint32_t pack_raw(bf16 lo, bf16 hi) {
 }
 __device__ __forceinline__ uint32_t ld32(const bf16* p) { return *reinterpret_cast<const uint32_t*>(p); }
 
+// The accumulators of n-tiles 2kk and 2kk+1 (16 rows × 16 columns) as the bf16 A fragment of
+// k-step kk: the C layout of m16n8 is the A layout of m16k16 split in two.
+__device__ __forceinline__ void acc_to_a(uint32_t* a, const float (*c)[4], int kk) {
+  a[0] = pack_bf16(c[2 * kk][0], c[2 * kk][1]);
+  a[1] = pack_bf16(c[2 * kk][2], c[2 * kk][3]);
+  a[2] = pack_bf16(c[2 * kk + 1][0], c[2 * kk + 1][1]);
+  a[3] = pack_bf16(c[2 * kk + 1][2], c[2 * kk + 1][3]);
+}
+
 // rows [row0, row0 + kBN) of a [rows, HD] matrix into a padded shared tile, zeros past `rows`
 template <int HD>
 __device__ __forceinline__ void load_tile(bf16 (*dst)[HD + kPad], const bf16* src, int64_t row0, int64_t rows) {
@@ -153,8 +162,8 @@ __global__ void __launch_bounds__(kWarpsF * 32)
     // O += P·V: the S accumulators of key tiles 2kk and 2kk+1 are the A fragment of k-step kk
 #pragma unroll
     for (int kk = 0; kk < kBN / 16; ++kk) {
-      uint32_t pa[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
-                        pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+      uint32_t pa[4];
+      acc_to_a(pa, s, kk);
       const int r = kk * 16 + 2 * t;
 #pragma unroll
       for (int j = 0; j < HD / 8; ++j) {
@@ -278,12 +287,10 @@ __global__ void __launch_bounds__(kWarpsF * 32)
     // dV += Pᵀ·dO and dK += dSᵀ·Q over the tile's queries (k = queries)
 #pragma unroll
     for (int kk = 0; kk < kBM / 16; ++kk) {
-      const uint32_t pa[4] = {pack_bf16(st[2 * kk][0], st[2 * kk][1]), pack_bf16(st[2 * kk][2], st[2 * kk][3]),
-                              pack_bf16(st[2 * kk + 1][0], st[2 * kk + 1][1]),
-                              pack_bf16(st[2 * kk + 1][2], st[2 * kk + 1][3])};
-      const uint32_t da[4] = {pack_bf16(dpt[2 * kk][0], dpt[2 * kk][1]), pack_bf16(dpt[2 * kk][2], dpt[2 * kk][3]),
-                              pack_bf16(dpt[2 * kk + 1][0], dpt[2 * kk + 1][1]),
-                              pack_bf16(dpt[2 * kk + 1][2], dpt[2 * kk + 1][3])};
+      uint32_t pa[4];
+      acc_to_a(pa, st, kk);
+      uint32_t da[4];
+      acc_to_a(da, dpt, kk);
       const int r = kk * 16 + 2 * t;
 #pragma unroll
       for (int j = 0; j < HD / 8; ++j) {
@@ -370,8 +377,8 @@ __global__ void __launch_bounds__(kWarpsF * 32)
     // dQ += dS·K (k = keys)
 #pragma unroll
     for (int kk = 0; kk < kBN / 16; ++kk) {
-      const uint32_t da[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
-                              pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+      uint32_t da[4];
+      acc_to_a(da, s, kk);
       const int r = kk * 16 + 2 * t;
 #pragma unroll
       for (int j = 0; j < HD / 8; ++j) {
