@@ -11,16 +11,20 @@ CudaRuntimeHooks& hooks() {
 }
 }  // namespace
 
-const char* device_type_name(DeviceType t) { return t == DeviceType::CPU ? "cpu" : "cuda"; }
+const char* device_type_name(DeviceType t) {
+  return t == DeviceType::CPU ? "cpu" : t == DeviceType::CUDA ? "cuda" : "fake";
+}
 
 std::string Device::str() const {
   if (type == DeviceType::CPU) return "cpu";
+  if (type == DeviceType::Fake) return "fake";
   return "cuda:" + std::to_string(index);
 }
 
 Device Device::parse(const std::string& s) {
   if (s == "cpu") return cpu();
   if (s == "cuda") return cuda(0);
+  if (s == "fake") return fake();
   if (s.rfind("cuda:", 0) == 0) {
     try {
       size_t used = 0;
@@ -29,7 +33,7 @@ Device Device::parse(const std::string& s) {
     } catch (...) {
     }
   }
-  VGG_FAIL("invalid device '", s, "' (expected cpu, cuda or cuda:N)");
+  VGG_FAIL("invalid device '", s, "' (expected cpu, cuda, cuda:N or fake)");
 }
 
 void set_cuda_runtime_hooks(const CudaRuntimeHooks& h) { hooks() = h; }

@@ -1,23 +1,28 @@
-// Device abstraction: CPU always; CUDA:n when the CUDA backend is built and a GPU is present.
+// Device abstraction: CPU always; CUDA:n when the CUDA backend is built and a GPU is present; and
+// "fake", host memory and the CPU's kernels under a device identity of their own, so that the code
+// that moves models and data between devices (and every check that operands share a device) can
+// be tested on any machine: a tensor on "fake" mixes with a CPU tensor no more than a GPU one would,
+// and reaches the host only through the device-copy path.
 #pragma once
 #include <string>
 
 namespace vgg {
 
-enum class DeviceType : uint8_t { CPU = 0, CUDA = 1 };
-constexpr int kNumDeviceTypes = 2;
+enum class DeviceType : uint8_t { CPU = 0, CUDA = 1, Fake = 2 };
+constexpr int kNumDeviceTypes = 3;
 
 struct Device {
   DeviceType type = DeviceType::CPU;
   int index = 0;
   static Device cpu() { return {DeviceType::CPU, 0}; }
   static Device cuda(int i = 0) { return {DeviceType::CUDA, i}; }
+  static Device fake() { return {DeviceType::Fake, 0}; }
   bool is_cpu() const { return type == DeviceType::CPU; }
   bool is_cuda() const { return type == DeviceType::CUDA; }
   bool operator==(const Device& o) const { return type == o.type && index == o.index; }
   bool operator!=(const Device& o) const { return !(*this == o); }
   std::string str() const;
-  static Device parse(const std::string& s);  // "cpu", "cuda", "cuda:1"
+  static Device parse(const std::string& s);  // "cpu", "cuda", "cuda:1", "fake"
 };
 
 const char* device_type_name(DeviceType t);

@@ -31,6 +31,7 @@ void register_kernel(const char* op, DeviceType dev, DType dtype, void* fn) {
 }
 
 void* find_kernel(const char* op, DeviceType dev, DType dtype) {
+  if (dev == DeviceType::Fake) dev = DeviceType::CPU;  // the fake device runs the CPU's kernels
   std::lock_guard<std::mutex> lock(table_mutex());
   auto it = table().find(op);
   if (it == table().end()) return nullptr;
@@ -38,7 +39,7 @@ void* find_kernel(const char* op, DeviceType dev, DType dtype) {
 }
 
 void throw_missing_kernel(const char* op, DeviceType dev, DType dtype) {
-  std::string devname = dev == DeviceType::CPU ? "CPU" : "CUDA";
+  std::string devname = dev == DeviceType::CPU ? "CPU" : dev == DeviceType::CUDA ? "CUDA" : "fake-device (CPU)";
   std::string hint = (dev == DeviceType::CUDA && !cuda_built()) ? " (built without CUDA?)" : "";
   VGG_FAIL("op '", op, "' has no ", devname, " ", dtype_name(dtype), " kernel", hint);
 }

@@ -1,6 +1,7 @@
 #include "tensor/storage.h"
 
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <new>
 
@@ -20,11 +21,13 @@ struct CpuAllocator final : Allocator {
 };
 
 DeviceAllocatorGetter& slot(DeviceType t) {
-  static DeviceAllocatorGetter table[kNumDeviceTypes] = {nullptr, nullptr};
+  static DeviceAllocatorGetter table[kNumDeviceTypes] = {nullptr, nullptr, nullptr};
   return table[static_cast<int>(t)];
 }
+// the fake device's memory is host memory; its copies are memcpy
+void fake_copy(void* dst, const void* src, size_t nbytes, int, int) { std::memcpy(dst, src, nbytes); }
 DeviceCopyFn& copy_slot(DeviceType t) {
-  static DeviceCopyFn table[kNumDeviceTypes] = {nullptr, nullptr};
+  static DeviceCopyFn table[kNumDeviceTypes] = {nullptr, nullptr, &fake_copy};
   return table[static_cast<int>(t)];
 }
 }  // namespace
@@ -33,10 +36,8 @@ void register_allocator(DeviceType t, DeviceAllocatorGetter get) { slot(t) = get
 void register_device_copy(DeviceType t, DeviceCopyFn fn) { copy_slot(t) = fn; }
 
 Allocator* allocator_for(Device d) {
-  if (d.is_cpu()) {
-    static CpuAllocator cpu;
-    return &cpu;
-  }
+  static CpuAllocator cpu;
+  if (d.is_cpu() || d.type == DeviceType::Fake) return &cpu;
   DeviceAllocatorGetter get = slot(d.type);
   VGG_CHECK(get != nullptr, "device ", d.str(), " is not available: ",
             cuda_built() ? "the CUDA tensor backend registered no allocator" : "vggflow was built without CUDA");
