@@ -1,7 +1,6 @@
 // GPU microbenchmarks (Google Benchmark; run through `tools/bench-compare gpu-ops`, which times the
 // same cases in PyTorch in the same invocation and prints ratios). Each case reports TFLOP/s or
-// GB/s as a counter. Timing: wall clock around `iterations` launches followed by one device
-// synchronisation (the launches queue back to back on one stream), after a warm-up call.
+// GB/s as a counter. Timing: CUDA events around each call (as the PyTorch side), after a warm-up.
 //
 // Case names carry the shapes: gemm/<dtype>/M/N/K, ln_modulate/<dtype>/rows/width (layer_norm then
 // x·(1 + scale) + shift with per-sample scale/shift, as the MMDiT's adaLN, as three ops) and
@@ -12,7 +11,6 @@
 // and linear_fwd_bwd/<dtype>/M/D (the LoRA layer and its bare base, forward + backward).
 #include <benchmark/benchmark.h>
 
-#include <chrono>
 #include <cmath>
 #include <string>
 
@@ -32,16 +30,18 @@ bool gpu_or_skip(benchmark::State& st) {
   return false;
 }
 
-// Runs fn `iterations` times per benchmark iteration batch with manual timing.
+// Times fn with CUDA events around it (the GPU time of the queued work, no host overheads in
+// the number), after a warm-up call.
 template <class F>
 void timed(benchmark::State& st, F fn) {
   fn();
   cuda_synchronize();
+  CudaEvent start, end;
   for (auto _ : st) {
-    const auto t0 = std::chrono::steady_clock::now();
+    start.record();
     fn();
-    cuda_synchronize();
-    st.SetIterationTime(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    end.record();
+    st.SetIterationTime(CudaEvent::elapsed_ms(start, end) * 1e-3);
   }
 }
 

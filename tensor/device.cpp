@@ -52,4 +52,20 @@ std::string cuda_device_name(int index) {
   return hooks().device_name && index < cuda_device_count() ? hooks().device_name(index) : "";
 }
 
+CudaEvent::CudaEvent() {
+  VGG_CHECK(hooks().event_create && cuda_device_count() > 0, "CudaEvent: no usable GPU (", cuda_unavailable_reason(), ")");
+  e_ = hooks().event_create();
+}
+CudaEvent::~CudaEvent() {
+  if (e_ && hooks().event_destroy) hooks().event_destroy(e_);
+}
+void CudaEvent::record() {
+  hooks().event_record(e_);
+  recorded_ = true;
+}
+double CudaEvent::elapsed_ms(const CudaEvent& start, const CudaEvent& end) {
+  VGG_CHECK(start.recorded_ && end.recorded_, "CudaEvent::elapsed_ms: both events must be recorded first");
+  return hooks().event_elapsed_ms(start.e_, end.e_);
+}
+
 }  // namespace vgg

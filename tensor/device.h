@@ -40,12 +40,35 @@ void cuda_synchronize();
 // The GPU's name ("NVIDIA H100 80GB HBM3"), empty without one.
 std::string cuda_device_name(int index = 0);
 
+// A CUDA event on the current GPU, recorded on the stream every kernel is queued on (the legacy
+// default stream: the engine is single-stream, which is what lets the caching allocator hand a
+// freed block to the next request at once). For timing GPU work without host overheads:
+//   CudaEvent a, b; a.record(); ...queue work...; b.record(); double ms = CudaEvent::elapsed_ms(a, b);
+// elapsed_ms waits for b. Creating one without a usable GPU throws with the reason.
+class CudaEvent {
+ public:
+  CudaEvent();
+  ~CudaEvent();
+  CudaEvent(const CudaEvent&) = delete;
+  CudaEvent& operator=(const CudaEvent&) = delete;
+  void record();
+  static double elapsed_ms(const CudaEvent& start, const CudaEvent& end);
+
+ private:
+  void* e_ = nullptr;
+  bool recorded_ = false;
+};
+
 // Hooks the CUDA backend installs when it is linked in.
 struct CudaRuntimeHooks {
   int (*device_count)() = nullptr;
   std::string (*unavailable_reason)() = nullptr;
   void (*synchronize)() = nullptr;
   std::string (*device_name)(int) = nullptr;
+  void* (*event_create)() = nullptr;
+  void (*event_destroy)(void*) = nullptr;
+  void (*event_record)(void*) = nullptr;
+  double (*event_elapsed_ms)(void*, void*) = nullptr;
 };
 void set_cuda_runtime_hooks(const CudaRuntimeHooks& h);
 

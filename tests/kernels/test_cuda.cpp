@@ -92,4 +92,25 @@ TEST(CudaRng, SameNumbersAsTheCpu) {
 TEST(CudaMemory, CpuOnlyErrorsWithoutTheBackend) {
   if (cuda_device_count() > 0) GTEST_SKIP() << "a GPU is present";
   EXPECT_TRUE(test::throws_error([] { zeros({4}, {DType::F32, Device::cuda(0)}); }, {"cuda:0", "is not available"}));
+  EXPECT_TRUE(test::throws_error([] { CudaEvent e; }, {"CudaEvent: no usable GPU"}));
+}
+
+// Events time the work queued between them: five 2048³ GEMMs take longer than five 256³ ones,
+// and both times are positive.
+TEST(CudaRuntime, EventsTimeTheQueuedWork) {
+  VGG_REQUIRE_CUDA();
+  NoGradGuard ng;
+  auto time_gemm = [](int64_t n) {
+    Tensor a = ops::to(test::rnd({n, n}, 1, DType::F32), Device::cuda()), b = ops::to(test::rnd({n, n}, 2, DType::F32), Device::cuda());
+    ops::matmul(a, b);  // warm-up
+    cuda_synchronize();
+    CudaEvent s, e;
+    s.record();
+    for (int i = 0; i < 5; ++i) ops::matmul(a, b);
+    e.record();
+    return CudaEvent::elapsed_ms(s, e);
+  };
+  const double small = time_gemm(256), big = time_gemm(2048);
+  EXPECT_GT(small, 0);
+  EXPECT_GT(big, small);
 }
