@@ -260,6 +260,15 @@ Tensor Module::compute(const Tensor& t) const {
   return ops::to(t, *compute_dtype_);
 }
 
+Device Module::param_device() const {
+  Device d = Device::cpu();
+  bool found = false;
+  visit_params("", [&](const std::string&, Tensor& t, bool) {
+    if (!found) d = t.device(), found = true;
+  });
+  return d;
+}
+
 DType Module::param_dtype() const {
   DType d = DType::F32;
   bool found = false;

@@ -65,6 +65,7 @@ class Module {
   void to(DType dtype);
   void to(Device device);
   DType param_dtype() const;  // dtype of the first parameter (F32 when there are none)
+  Device param_device() const;  // device of the first parameter (the CPU when there are none)
   // Mixed precision: with a compute dtype set (on this module and every sub-module), layers cast
   // their parameters to it in forward() through the differentiable cast, so gradients reach the
   // parameters (the f32 master weights) in their own dtype and the optimizer updates those.

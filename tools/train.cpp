@@ -82,7 +82,7 @@ const std::vector<Spec>& specs() {
       {"models", "", 0, 0, "networks and probes (default: models/)"},
       {"eval_cache", "", 0, 0, "file that keeps the evaluation reference for later runs (recomputed when stale)"},
       {"inject_nan_grad", 0, 0, 1e6, "test hook: poison the reward gradient of this update with NaN (0 = off)"},
-      {"device", "cpu", 0, 0, "cpu (the CUDA backend is not built into vgg_train yet)"},
+      {"device", "cpu", 0, 0, "cpu | cuda | cuda:N | fake: where the networks live (policy, value net, reward and feature nets); trajectories and losses stay on the host. fake: host memory under a device identity, for tests"},
   };
   return s;
 }
@@ -150,9 +150,10 @@ json resolve(const cli::Flags& f) {
   } catch (const std::exception& e) {
     throw cli::UsageError(std::string("--eta: ") + e.what());
   }
-  if (j["device"] != "cpu") {
-    if (j["device"] == "cuda") throw cli::UsageError("--device cuda: vgg_train runs on the CPU only so far");
-    throw cli::UsageError("--device must be cpu, got '" + j["device"].get<std::string>() + "'");
+  try {
+    Device::parse(j["device"].get<std::string>());
+  } catch (const std::exception&) {
+    throw cli::UsageError("--device must be cpu, cuda, cuda:N or fake, got '" + j["device"].get<std::string>() + "'");
   }
   if (j["bins"].get<int64_t>() > j["sample_steps"].get<int64_t>())
     throw cli::UsageError("--bins must not exceed --sample-steps");
@@ -231,16 +232,26 @@ int run(int argc, char** argv) {
   const std::string models = cfg["models"].get<std::string>().empty() ? flow::default_models_dir() : cfg["models"].get<std::string>();
   const std::string base_dir = cfg["base"].get<std::string>().empty() ? models + "/base" : cfg["base"].get<std::string>();
 
+  const Device device = Device::parse(cfg.value("device", "cpu"));
+  if (device.is_cuda() && device.index >= cuda_device_count())
+    throw std::runtime_error("--device " + device.str() + ": " +
+                             (cuda_device_count() > 0 ? std::to_string(cuda_device_count()) + " CUDA devices"
+                                                      : cuda_unavailable_reason()));
   flow::RewardPair rw = flow::make_rewards(reward_name, models);
+  if (rw.fa) rw.fa->to(device);
+  if (rw.fb) rw.fb->to(device);
   auto poisonable = std::make_shared<PoisonableReward>(rw.reward);
   rw.reward = poisonable;
   const int64_t inject_nan = cfg["inject_nan_grad"];
   m::Policy pol = m::make_policy(flow::load_flow_model(base_dir), cfg["rank"], cfg["guidance"], seed + 11);
+  pol.model.net->to(device);  // adapters included: they stay trainable leaves
+  if (!device.is_cpu()) std::fprintf(stderr, "vgg_train: networks on %s\n", device.str().c_str());
   const double shift = pol.model.sampling.shift;
   std::unique_ptr<m::ValueNet> value;
   m::VGGFlowOptions vo;
   if (method == "vggflow") {
-    value = std::make_unique<m::ValueNet>(cfg["value_net"], pol.model, cfg["beta"], cfg["value_prompt_free"], seed + 12);
+    value = std::make_unique<m::ValueNet>(cfg["value_net"], pol.model, cfg["beta"], cfg["value_prompt_free"], seed + 12,
+                                          device);
     vo.beta = cfg["beta"], vo.alpha = cfg["alpha"], vo.eta = m::parse_eta(cfg["eta"]);
     vo.fd_eps = cfg["fd_eps"], vo.central = cfg["fd"] == "central", vo.fd_time_scale = cfg["fd_time_scale"];
     vo.base_direction_grad = cfg["base_direction_grad"], vo.clip_quantile = cfg["clip_quantile"];

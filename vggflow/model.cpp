@@ -16,9 +16,18 @@ namespace fs = std::filesystem;
 
 namespace vgg::flow {
 
+Tensor forward_on_device(nn::MMDiT& n, const Tensor& x, const Tensor& tau, const Tensor& context,
+                         const Tensor& pooled) {
+  const Device d = n.param_device();
+  if (x.device() == d) return n.forward(x, ops::to(tau, d), ops::to(context, d), ops::to(pooled, d));
+  return ops::to(n.forward(ops::to(x, d), ops::to(tau, d), ops::to(context, d), ops::to(pooled, d)), x.device());
+}
+
 VelocityFn FlowModel::velocity() const {
   auto n = net;
-  return [n](const Tensor& x, const Tensor& t, const Conditioning& c) { return n->forward(x, t, c.context, c.pooled); };
+  return [n](const Tensor& x, const Tensor& t, const Conditioning& c) {
+    return forward_on_device(*n, x, t, c.context, c.pooled);
+  };
 }
 
 FlowModel load_flow_model(const std::string& dir, nn::LayerOptions o) {

@@ -28,6 +28,13 @@ struct FlowModel {
 };
 
 FlowModel load_flow_model(const std::string& dir, nn::LayerOptions o = {});
+
+// net.forward on the network's device: x, τ and the conditioning are moved there and the output
+// back to x's device (differentiable moves; nothing moves when the devices agree). This is how
+// the training and evaluation code, whose trajectories live on the host, runs networks that live
+// on a GPU (vgg_train --device).
+Tensor forward_on_device(nn::MMDiT& net, const Tensor& x, const Tensor& tau, const Tensor& context,
+                         const Tensor& pooled);
 // Writes a model folder (atomically per file); `settings_json` becomes pretrain.json.
 void save_flow_model(const std::string& dir, const FlowModel& m, const std::string& settings_json);
 

@@ -30,9 +30,16 @@ FeatureNet::FeatureNet(const std::string& kind, nn::LayerOptions o) : kind_(kind
   register_module("head", head);
 }
 
+Tensor FeatureNet::logits_from_embedding(const Tensor& e) {
+  const Device d = param_device();
+  return e.device() == d ? head->forward(e) : ops::to(head->forward(ops::to(e, d)), e.device());
+}
+
 Tensor FeatureNet::embed(const Tensor& x) {
   VGG_CHECK(x.dim() == 4 && x.size(1) == 1 && x.size(2) == 32 && x.size(3) == 32, "FeatureNet(", kind_,
             "): images must be [B, 1, 32, 32], got ", describe(x));
+  const Device d = param_device();  // on the network's device, the result back on x's
+  if (x.device() != d) return ops::to(embed(ops::to(x, d)), x.device());
   if (kind_ == "fa") {
     Tensor h = ops::avg_pool2d(ops::silu(conv1->forward(x)), 2, 2, {2, 2, 0, 0});
     h = ops::avg_pool2d(ops::silu(conv2->forward(h)), 2, 2, {2, 2, 0, 0});

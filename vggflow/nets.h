@@ -21,7 +21,7 @@ class FeatureNet : public nn::Module {
   // x [B, 1, 32, 32] -> embedding [B, E]
   Tensor embed(const Tensor& x);
   // embedding -> class logits [B, 10]
-  Tensor logits_from_embedding(const Tensor& e) { return head->forward(e); }
+  Tensor logits_from_embedding(const Tensor& e);
   Tensor logits(const Tensor& x) { return logits_from_embedding(embed(x)); }
   const std::string& kind() const { return kind_; }
   int64_t embedding_dim() const { return head->in_features(); }

@@ -39,9 +39,9 @@ Tensor Policy::velocity(const Tensor& x, const Tensor& sigma, const Conditioning
     }
   } restore{this, base};
   Tensor tau = ops::mul(ops::to(sigma, DType::F32), 1000.0);
-  if (guidance == 1.0) return model.net->forward(x, tau, cond.context, cond.pooled);
-  Tensor out = model.net->forward(ops::cat({x, x}, 0), ops::cat({tau, tau}, 0), ops::cat({uncond.context, cond.context}, 0),
-                                  ops::cat({uncond.pooled, cond.pooled}, 0));
+  if (guidance == 1.0) return forward_on_device(*model.net, x, tau, cond.context, cond.pooled);
+  Tensor out = forward_on_device(*model.net, ops::cat({x, x}, 0), ops::cat({tau, tau}, 0),
+                                 ops::cat({uncond.context, cond.context}, 0), ops::cat({uncond.pooled, cond.pooled}, 0));
   Tensor uu = ops::narrow(out, 0, 0, B), uc = ops::narrow(out, 0, B, B);
   if (sg_uncond) uu = uu.detach();
   return ops::add(uu, ops::mul(ops::sub(uc, uu), guidance));

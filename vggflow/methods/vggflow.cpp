@@ -44,11 +44,12 @@ Tensor eta_weight(Eta e, const Tensor& sigma, const Tensor& like) {
 // ---------------------------------------------------------------------------------------------
 // ν_φ
 
-ValueNet::ValueNet(const std::string& kind, const FlowModel& base, double beta, bool prompt_free, uint64_t seed)
+ValueNet::ValueNet(const std::string& kind, const FlowModel& base, double beta, bool prompt_free, uint64_t seed,
+                   Device device)
     : kind_(kind), beta_(beta), prompt_free_(prompt_free) {
   VGG_CHECK(beta > 0, "value net: beta must be > 0, got ", beta);
   Generator g(seed, 77);
-  nn::LayerOptions o{base.net->param_dtype(), Device::cpu(), &g};  // f32 for the shipped base
+  nn::LayerOptions o{base.net->param_dtype(), device, &g};  // f32 for the shipped base
   if (kind == "small") {
     nn::MMDiTConfig c = base.cfg;
     c.num_layers = 2;
@@ -91,7 +92,7 @@ ValueNet::ValueNet(const std::string& kind, const FlowModel& base, double beta, 
 
 Tensor ValueNet::nu(const Tensor& x, const Tensor& sigma, const Conditioning& cond, const Conditioning& uncond) const {
   const Conditioning& c = prompt_free_ ? uncond : cond;
-  Tensor out = net_->forward(x, ops::mul(ops::to(sigma, DType::F32), 1000.0), c.context, c.pooled);
+  Tensor out = forward_on_device(*net_, x, ops::mul(ops::to(sigma, DType::F32), 1000.0), c.context, c.pooled);
   return ops::mul(out, 1.0 / beta_);
 }
 

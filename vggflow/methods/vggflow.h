@@ -76,7 +76,10 @@ Tensor eta_weight(Eta e, const Tensor& sigma, const Tensor& like);
 // parameters take the base network's dtype.
 class ValueNet {
  public:
-  ValueNet(const std::string& kind, const FlowModel& base, double beta, bool prompt_free, uint64_t seed);
+  // Built on `device` (the base network must be there too for kind "lora"); the same seed gives
+  // the same initial weights on every device.
+  ValueNet(const std::string& kind, const FlowModel& base, double beta, bool prompt_free, uint64_t seed,
+           Device device = Device::cpu());
   // ν_φ(x, σ) [B, 1, H, W]
   Tensor nu(const Tensor& x, const Tensor& sigma, const Conditioning& cond, const Conditioning& uncond) const;
   // ν_φ as a field for one batch's conditioning (the references must outlive it)
