@@ -62,6 +62,15 @@ __device__ __forceinline__ void acc_to_a(uint32_t* a, const float (*c)[4], int k
   a[3] = pack_bf16(c[2 * kk + 1][2], c[2 * kk + 1][3]);
 }
 
+// The B fragment (k = rows r0 … r0+15 from r = r0 + 2t, column col) of a padded shared tile
+// whose rows run along k: two bf16 of consecutive rows per register (V in P·V, dO in Pᵀ·dO, Q in
+// dSᵀ·Q, K in dS·K).
+template <int HD>
+__device__ __forceinline__ void b_frag_rows(uint32_t* b, bf16 (*s)[HD + kPad], int r, int col) {
+  b[0] = pack_raw(s[r][col], s[r + 1][col]);
+  b[1] = pack_raw(s[r + 8][col], s[r + 9][col]);
+}
+
 // rows [row0, row0 + kBN) of a [rows, HD] matrix into a padded shared tile, zeros past `rows`
 template <int HD>
 __device__ __forceinline__ void load_tile(bf16 (*dst)[HD + kPad], const bf16* src, int64_t row0, int64_t rows) {
@@ -168,7 +177,9 @@ __global__ void __launch_bounds__(kWarpsF * 32)
 #pragma unroll
       for (int j = 0; j < HD / 8; ++j) {
         const int col = j * 8 + g;
-        mma_bf16(acc[j], pa, pack_raw(Vs[r][col], Vs[r + 1][col]), pack_raw(Vs[r + 8][col], Vs[r + 9][col]));
+        uint32_t bf[2];
+        b_frag_rows<HD>(bf, Vs, r, col);
+        mma_bf16(acc[j], pa, bf[0], bf[1]);
       }
     }
   }
@@ -295,8 +306,11 @@ __global__ void __launch_bounds__(kWarpsF * 32)
 #pragma unroll
       for (int j = 0; j < HD / 8; ++j) {
         const int col = j * 8 + g;
-        mma_bf16(dva[j], pa, pack_raw(dOs[r][col], dOs[r + 1][col]), pack_raw(dOs[r + 8][col], dOs[r + 9][col]));
-        mma_bf16(dka[j], da, pack_raw(Qs[r][col], Qs[r + 1][col]), pack_raw(Qs[r + 8][col], Qs[r + 9][col]));
+        uint32_t bo[2], bq[2];
+        b_frag_rows<HD>(bo, dOs, r, col);
+        b_frag_rows<HD>(bq, Qs, r, col);
+        mma_bf16(dva[j], pa, bo[0], bo[1]);
+        mma_bf16(dka[j], da, bq[0], bq[1]);
       }
     }
   }
@@ -383,7 +397,9 @@ __global__ void __launch_bounds__(kWarpsF * 32)
 #pragma unroll
       for (int j = 0; j < HD / 8; ++j) {
         const int col = j * 8 + g;
-        mma_bf16(acc[j], da, pack_raw(Ks[r][col], Ks[r + 1][col]), pack_raw(Ks[r + 8][col], Ks[r + 9][col]));
+        uint32_t bf[2];
+        b_frag_rows<HD>(bf, Ks, r, col);
+        mma_bf16(acc[j], da, bf[0], bf[1]);
       }
     }
   }
