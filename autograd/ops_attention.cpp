@@ -20,7 +20,7 @@ Tensor tiled(const Tensor& q, const Tensor& k, const Tensor& v, double scale) {
   Tensor o = empty(os, q.dtype(), q.device());
   Tensor lse = empty(ls, q.dtype() == DType::F64 ? DType::F64 : DType::F32, q.device());
   if (o.numel() > 0)
-    get_kernel<kernels::AttnFwdFn>("attention_fwd", q.device(), q.dtype())(a, qc.data_ptr(), kc.data_ptr(),
+    get_kernel<kernels::AttnFwdKernel>(q.device(), q.dtype())(a, qc.data_ptr(), kc.data_ptr(),
                                                                             vc.data_ptr(), o.data_ptr(), lse.data_ptr());
   if (any_requires_grad({&q, &k, &v})) {
     auto node = record("attention", {q, k, v}, {&o});
@@ -32,7 +32,7 @@ Tensor tiled(const Tensor& q, const Tensor& k, const Tensor& v, double scale) {
       Tensor ov = so.unpack("attention"), go = contiguous_raw(g[0]);
       Tensor dq = empty(qv.shape(), qv.dtype(), qv.device()), dk = empty(kv.shape(), kv.dtype(), kv.device()),
              dv = empty(vv.shape(), vv.dtype(), vv.device());
-      get_kernel<kernels::AttnBwdFn>("attention_bwd", qv.device(), qv.dtype())(
+      get_kernel<kernels::AttnBwdKernel>(qv.device(), qv.dtype())(
           a, qv.data_ptr(), kv.data_ptr(), vv.data_ptr(), ov.data_ptr(), lse_saved.data_ptr(), go.data_ptr(),
           dq.data_ptr(), dk.data_ptr(), dv.data_ptr());
       return {dq, dk, dv};

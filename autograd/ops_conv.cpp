@@ -29,7 +29,7 @@ Tensor im2col(const Tensor& x, int64_t kh, int64_t kw, Conv2dOptions o) {
   auto g = geometry("im2col", x.shape(), kh, kw, o);
   Tensor xc = contiguous_raw(x);
   Tensor cols = empty({g.n, g.c * kh * kw, g.oh * g.ow}, x.dtype(), x.device());
-  if (cols.numel() > 0) get_kernel<kernels::Im2ColFn>("im2col", x.device(), x.dtype())(g, xc.data_ptr(), cols.data_ptr());
+  if (cols.numel() > 0) get_kernel<kernels::Im2ColKernel>(x.device(), x.dtype())(g, xc.data_ptr(), cols.data_ptr());
   if (any_requires_grad({&x})) {
     auto node = record("im2col", {x}, {&cols});
     Shape xs = x.shape();
@@ -49,7 +49,7 @@ Tensor col2im(const Tensor& cols, const Shape& image_shape, int64_t kh, int64_t 
             shape_str(want));
   Tensor cc = contiguous_raw(cols);
   Tensor x = empty(image_shape, cols.dtype(), cols.device());
-  if (x.numel() > 0) get_kernel<kernels::Col2ImFn>("col2im", cols.device(), cols.dtype())(g, cc.data_ptr(), x.data_ptr());
+  if (x.numel() > 0) get_kernel<kernels::Col2ImKernel>(cols.device(), cols.dtype())(g, cc.data_ptr(), x.data_ptr());
   if (any_requires_grad({&cols})) {
     auto node = record("col2im", {cols}, {&x});
     node->backward = [kh, kw, o](const Grads& gr, const std::vector<bool>&) -> Grads {
@@ -72,7 +72,7 @@ Tensor conv2d_direct(const Tensor& x, const Tensor& w, const kernels::Conv2dGeom
   Tensor xc = contiguous_raw(x), wc = contiguous_raw(w);
   Tensor y = empty({g.n, O, g.oh, g.ow}, x.dtype(), x.device());
   if (y.numel() > 0 && g.c > 0)
-    get_kernel<kernels::Conv2dFwdFn>("conv2d_fwd", x.device(), x.dtype())(g, O, xc.data_ptr(), wc.data_ptr(),
+    get_kernel<kernels::Conv2dFwdKernel>(x.device(), x.dtype())(g, O, xc.data_ptr(), wc.data_ptr(),
                                                                            y.data_ptr());
   else if (y.numel() > 0)
     fill_(y, 0.0);
@@ -118,7 +118,7 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, Conv2dOptions o
   const int64_t O = w.shape()[0], kh = w.shape()[2], kw = w.shape()[3];
   auto g = geometry("conv2d", x.shape(), kh, kw, o);
   // a device with a direct convolution (cuDNN): its forward, the composite's backward
-  if (!x.device().is_cpu() && find_kernel("conv2d_fwd", x.device().type, x.dtype())) {
+  if (!x.device().is_cpu() && has_kernel<kernels::Conv2dFwdKernel>(x.device(), x.dtype())) {
     Tensor y = conv2d_direct(x, w, g, o);
     if (b.defined()) y = add(y, reshape(b, {1, O, 1, 1}));
     return y;
@@ -135,7 +135,7 @@ Tensor avg_pool2d(const Tensor& x, int64_t kh, int64_t kw, Conv2dOptions o) {
   auto g = geometry("avg_pool2d", x.shape(), kh, kw, o);
   Tensor xc = contiguous_raw(x);
   Tensor y = empty({g.n, g.c, g.oh, g.ow}, x.dtype(), x.device());
-  if (y.numel() > 0) get_kernel<kernels::AvgPoolFn>("avg_pool2d", x.device(), x.dtype())(g, xc.data_ptr(), y.data_ptr());
+  if (y.numel() > 0) get_kernel<kernels::AvgPoolKernel>(x.device(), x.dtype())(g, xc.data_ptr(), y.data_ptr());
   if (any_requires_grad({&x})) {
     auto node = record("avg_pool2d", {x}, {&y});
     Shape xs = x.shape();
@@ -157,7 +157,7 @@ Tensor avg_pool2d_adjoint(const Tensor& y, const Shape& image_shape, int64_t kh,
   Tensor yc = contiguous_raw(y);
   Tensor x = empty(image_shape, y.dtype(), y.device());
   if (x.numel() > 0)
-    get_kernel<kernels::AvgPoolAdjointFn>("avg_pool2d_adjoint", y.device(), y.dtype())(g, yc.data_ptr(), x.data_ptr());
+    get_kernel<kernels::AvgPoolAdjointKernel>(y.device(), y.dtype())(g, yc.data_ptr(), x.data_ptr());
   if (any_requires_grad({&y})) {
     auto node = record("avg_pool2d_adjoint", {y}, {&x});
     node->backward = [kh, kw, o](const Grads& gr, const std::vector<bool>&) -> Grads {

@@ -15,7 +15,7 @@ namespace {
 
 Tensor unary_raw(const Tensor& x, UnaryParams p) {
   Tensor y = empty(x.shape(), x.dtype(), x.device());
-  get_kernel<kernels::UnaryFn>("unary", x.device(), x.dtype())(p, layout(x), x.data_ptr(), y.data_ptr());
+  get_kernel<kernels::UnaryKernel>(x.device(), x.dtype())(p, layout(x), x.data_ptr(), y.data_ptr());
   return y;
 }
 
@@ -25,7 +25,7 @@ Tensor binary_raw(BinaryOp op, const Tensor& a, const Tensor& b) {
   Shape out = broadcast_shapes(a.shape(), b.shape(), name);
   Tensor ae = expand_raw(a, out, name), be = expand_raw(b, out, name);
   Tensor y = empty(out, kernels::is_comparison(op) ? DType::Bool : a.dtype(), a.device());
-  get_kernel<kernels::BinaryFn>("binary", a.device(), a.dtype())(op, layout(ae), ae.data_ptr(), layout(be),
+  get_kernel<kernels::BinaryKernel>(a.device(), a.dtype())(op, layout(ae), ae.data_ptr(), layout(be),
                                                                   be.data_ptr(), y.data_ptr());
   return y;
 }
@@ -274,7 +274,7 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   Shape out = broadcast_shapes(broadcast_shapes(cond.shape(), a.shape(), "where"), b.shape(), "where");
   Tensor ce = expand_raw(cond, out, "where"), ae = expand_raw(a, out, "where"), be = expand_raw(b, out, "where");
   Tensor y = empty(out, a.dtype(), a.device());
-  get_kernel<kernels::WhereFn>("where", a.device(), a.dtype())(layout(ce), static_cast<const bool*>(ce.data_ptr()),
+  get_kernel<kernels::WhereKernel>(a.device(), a.dtype())(layout(ce), static_cast<const bool*>(ce.data_ptr()),
                                                                 layout(ae), ae.data_ptr(), layout(be), be.data_ptr(),
                                                                 y.data_ptr());
   if (any_requires_grad({&a, &b})) {

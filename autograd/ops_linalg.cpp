@@ -78,7 +78,7 @@ Tensor mm_raw(const Tensor& a, const Tensor& b) {
   g.stride_a = A.batch_stride;
   g.stride_b = B.batch_stride;
   g.stride_c = m * n;
-  get_kernel<kernels::GemmFn>("gemm", a.device(), a.dtype())(g, A.t.data_ptr(), B.t.data_ptr(), c.data_ptr());
+  get_kernel<kernels::GemmKernel>(a.device(), a.dtype())(g, A.t.data_ptr(), B.t.data_ptr(), c.data_ptr());
   return c;
 }
 

@@ -30,7 +30,7 @@ void gemm2(const Tensor& a, bool ta, const Tensor& b, bool tb, const Tensor& c, 
   g.alpha = alpha;
   g.beta = beta;
   if (g.m == 0 || g.n == 0) return;
-  get_kernel<kernels::GemmFn>("gemm", c.device(), c.dtype())(g, a.data_ptr(), b.data_ptr(), c.data_ptr());
+  get_kernel<kernels::GemmKernel>(c.device(), c.dtype())(g, a.data_ptr(), b.data_ptr(), c.data_ptr());
 }
 
 Tensor as_2d(const Tensor& t, int64_t cols) {  // contiguous view [rows, cols]

@@ -27,7 +27,7 @@ Tensor softmax_impl(const Tensor& x, int64_t dim, bool log) {
   Tensor y = empty(x.shape(), x.dtype(), x.device());
   OuterInner oi = split_at(x.shape(), d);
   if (y.numel() > 0)
-    get_kernel<kernels::SoftmaxFn>("softmax", x.device(), x.dtype())(log, oi.outer, oi.n, oi.inner, xc.data_ptr(),
+    get_kernel<kernels::SoftmaxKernel>(x.device(), x.dtype())(log, oi.outer, oi.n, oi.inner, xc.data_ptr(),
                                                                       y.data_ptr());
   if (any_requires_grad({&x})) {
     auto node = record(name, {x}, {&y});
@@ -87,7 +87,7 @@ Tensor layer_norm(const Tensor& x, const Shape& ns, const Tensor& w, const Tenso
   Tensor wc = w.defined() ? contiguous_raw(w) : w, bc = b.defined() ? contiguous_raw(b) : b;
   Tensor y = empty(x.shape(), x.dtype(), x.device());
   if (y.numel() > 0)
-    get_kernel<kernels::LayerNormFn>("layer_norm", x.device(), x.dtype())(
+    get_kernel<kernels::LayerNormKernel>(x.device(), x.dtype())(
         x.numel() / n, n, xc.data_ptr(), wc.defined() ? wc.data_ptr() : nullptr,
         bc.defined() ? bc.data_ptr() : nullptr, eps, y.data_ptr());
   if (any_requires_grad({&x, &w, &b})) {
@@ -140,7 +140,7 @@ Tensor layer_norm_modulate(const Tensor& x, const Tensor& scale, const Tensor& s
   Tensor xc = contiguous_raw(x), sc = contiguous_raw(scale), hc = contiguous_raw(shift);
   Tensor y = empty(x.shape(), x.dtype(), x.device());
   if (y.numel() > 0)
-    get_kernel<kernels::LayerNormModulateFn>("layer_norm_modulate", x.device(), x.dtype())(
+    get_kernel<kernels::LayerNormModulateKernel>(x.device(), x.dtype())(
         x.size(0), x.size(1), x.size(2), xc.data_ptr(), sc.data_ptr(), hc.data_ptr(), eps, y.data_ptr());
   // x̂ = (x − μ)·rstd with differentiable ops (recomputed: the backward and the JVP need it)
   auto normalised = [last, eps](const Tensor& xv, Tensor* rstd) {
@@ -189,7 +189,7 @@ Tensor gated_residual(const Tensor& x, const Tensor& gate, const Tensor& y) {
   Tensor xc = contiguous_raw(x), gc = contiguous_raw(gate), yc = contiguous_raw(y);
   Tensor out = empty(x.shape(), x.dtype(), x.device());
   if (out.numel() > 0)
-    get_kernel<kernels::GatedResidualFn>("gated_residual", x.device(), x.dtype())(
+    get_kernel<kernels::GatedResidualKernel>(x.device(), x.dtype())(
         x.size(0), x.size(1), x.size(2), xc.data_ptr(), gc.data_ptr(), yc.data_ptr(), out.data_ptr());
   if (any_requires_grad({&x, &gate, &y})) {
     auto node = record("gated_residual", {x, gate, y}, {&out});
@@ -223,7 +223,7 @@ Tensor rms_norm(const Tensor& x, const Shape& ns, const Tensor& w, double eps) {
   Tensor wc = w.defined() ? contiguous_raw(w) : w;
   Tensor y = empty(x.shape(), x.dtype(), x.device());
   if (y.numel() > 0)
-    get_kernel<kernels::RmsNormFn>("rms_norm", x.device(), x.dtype())(
+    get_kernel<kernels::RmsNormKernel>(x.device(), x.dtype())(
         x.numel() / n, n, xc.data_ptr(), wc.defined() ? wc.data_ptr() : nullptr, eps, y.data_ptr());
   if (any_requires_grad({&x, &w})) {
     auto node = record("rms_norm", {x, w}, {&y});
@@ -269,7 +269,7 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
   Tensor xc = contiguous_raw(x);
   Tensor y = empty(s, x.dtype(), x.device());
   if (y.numel() > 0)
-    get_kernel<kernels::IndexSelectFn>("index_select", x.device(), x.dtype())(
+    get_kernel<kernels::IndexSelectKernel>(x.device(), x.dtype())(
         oi.outer, oi.n, oi.inner, xc.data_ptr(), idx.data<int64_t>(), idx.numel(), y.data_ptr());
   if (any_requires_grad({&x})) {
     auto node = record("index_select", {x}, {&y});
@@ -296,7 +296,7 @@ Tensor index_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor
   OuterInner oi = split_at(x.shape(), d);
   Tensor y = clone_raw(x), sc = contiguous_raw(src);
   if (src.numel() > 0)
-    get_kernel<kernels::IndexAddFn>("index_add", x.device(), x.dtype())(oi.outer, oi.n, oi.inner, y.data_ptr(),
+    get_kernel<kernels::IndexAddKernel>(x.device(), x.dtype())(oi.outer, oi.n, oi.inner, y.data_ptr(),
                                                                         idx.data<int64_t>(), idx.numel(), sc.data_ptr());
   if (any_requires_grad({&x, &src})) {
     auto node = record("index_add", {x, src}, {&y});
@@ -332,7 +332,7 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
   Tensor xc = contiguous_raw(x);
   Tensor y = empty(idx.shape(), x.dtype(), x.device());
   if (y.numel() > 0)
-    get_kernel<kernels::GatherFn>("gather", x.device(), x.dtype())(oi.outer, oi.n, oi.inner, xc.data_ptr(),
+    get_kernel<kernels::GatherKernel>(x.device(), x.dtype())(oi.outer, oi.n, oi.inner, xc.data_ptr(),
                                                                    idx.data<int64_t>(), idx.shape()[d], y.data_ptr());
   if (any_requires_grad({&x})) {
     auto node = record("gather", {x}, {&y});
@@ -356,7 +356,7 @@ Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tens
   OuterInner oi = split_at(x.shape(), d);
   Tensor y = clone_raw(x), sc = contiguous_raw(src);
   if (src.numel() > 0)
-    get_kernel<kernels::ScatterAddFn>("scatter_add", x.device(), x.dtype())(
+    get_kernel<kernels::ScatterAddKernel>(x.device(), x.dtype())(
         oi.outer, oi.n, oi.inner, y.data_ptr(), idx.data<int64_t>(), idx.shape()[d], sc.data_ptr());
   if (any_requires_grad({&x, &src})) {
     auto node = record("scatter_add", {x, src}, {&y});

@@ -74,7 +74,7 @@ Tensor reduce_raw(ReduceOp op, const char* name, const Tensor& x, const ReducePl
     for (auto d : p.dims) order.push_back(d);
     src = contiguous_raw(permute(x.detach(), order));
   }
-  get_kernel<kernels::ReduceFn>("reduce", x.device(), x.dtype())(op, outer, p.r, inner, src.data_ptr(),
+  get_kernel<kernels::ReduceKernel>(x.device(), x.dtype())(op, outer, p.r, inner, src.data_ptr(),
                                                                   out.data_ptr());
   return out;
 }

@@ -9,6 +9,13 @@
 // adamw/f32/n/tensors (one optimizer step over that many parameters of n elements in all),
 // attention/<dtype>/BH/S/d and attention_fwd_bwd (the MMDiT's joint attention), lora_fwd_bwd/<dtype>/M/D/r
 // and linear_fwd_bwd/<dtype>/M/D (the LoRA layer and its bare base, forward + backward).
+// Memory-bound kernels at the bandwidth roofline (GB/s = bytes read + written once): copy (dense
+// device copy, the ceiling), bcast_mul ([B, S, D]·[B, 1, D]), permute ([B, S, H, d] -> [B, H, S, d]
+// made contiguous), cast (bf16 -> f32), col_sum (sum over the tokens of [B, S, D], the adaLN
+// backward) and row_sum (sum over the last dim), each /<dtype>/rows/width with B = 2.
+// sd3_step/<fwd|train>/<pixels>: the SD3-medium-structure MMDiT (random bf16 weights, LoRA r = 8 on
+// attn.to_q/k/v/out.0, batch 1, 333 text tokens), forward, or forward + backward of sum(out ⊙ R) to
+// the adapters; tools/bench/sd3_step_torch.py is its diffusers + PEFT peer.
 #include <benchmark/benchmark.h>
 
 #include <cmath>
@@ -17,6 +24,8 @@
 #include "autograd/engine.h"
 #include "autograd/grad_mode.h"
 #include "autograd/ops.h"
+#include "nn/lora.h"
+#include "nn/mmdit.h"
 #include "nn/optim.h"
 #include "tensor/factory.h"
 
@@ -200,6 +209,118 @@ void BM_adamw(benchmark::State& st, int) {
   st.counters["GB/s"] = benchmark::Counter(7.0 * n * 4 * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// ---- memory-bound kernels -----------------------------------------------------------------
+
+void set_gbs(benchmark::State& st, double bytes) {
+  st.counters["GB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_copy(benchmark::State& st, int dt) {
+  if (!gpu_or_skip(st)) return;
+  NoGradGuard ng;
+  const int64_t R = st.range(0), D = st.range(1);
+  Generator g(8);
+  Tensor x = randn({R, D}, {dtype_of(dt), Device::cuda()}, &g);
+  timed(st, [&] { benchmark::DoNotOptimize(ops::clone(x)); });
+  set_gbs(st, 2.0 * R * D * itemsize(dtype_of(dt)));
+}
+
+void BM_bcast_mul(benchmark::State& st, int dt) {
+  if (!gpu_or_skip(st)) return;
+  NoGradGuard ng;
+  const int64_t R = st.range(0), D = st.range(1), B = 2;
+  const TensorOptions o{dtype_of(dt), Device::cuda()};
+  Generator g(8);
+  Tensor x = randn({B, R / B, D}, o, &g), s = randn({B, 1, D}, o, &g);
+  timed(st, [&] { benchmark::DoNotOptimize(ops::mul(x, s)); });
+  set_gbs(st, 2.0 * R * D * itemsize(dtype_of(dt)));
+}
+
+// rows = B·S tokens, width = H·d with d = 64
+void BM_permute(benchmark::State& st, int dt) {
+  if (!gpu_or_skip(st)) return;
+  NoGradGuard ng;
+  const int64_t R = st.range(0), D = st.range(1), B = 2, hd = 64;
+  Generator g(8);
+  Tensor x = randn({B, R / B, D / hd, hd}, {dtype_of(dt), Device::cuda()}, &g);
+  timed(st, [&] { benchmark::DoNotOptimize(ops::contiguous(ops::permute(x, {0, 2, 1, 3}))); });
+  set_gbs(st, 2.0 * R * D * itemsize(dtype_of(dt)));
+}
+
+void BM_cast(benchmark::State& st, int) {
+  if (!gpu_or_skip(st)) return;
+  NoGradGuard ng;
+  const int64_t R = st.range(0), D = st.range(1);
+  Generator g(8);
+  Tensor x = randn({R, D}, {DType::BF16, Device::cuda()}, &g);
+  timed(st, [&] { benchmark::DoNotOptimize(ops::to(x, DType::F32)); });
+  set_gbs(st, 6.0 * R * D);
+}
+
+void BM_col_sum(benchmark::State& st, int dt) {
+  if (!gpu_or_skip(st)) return;
+  NoGradGuard ng;
+  const int64_t R = st.range(0), D = st.range(1), B = 2;
+  Generator g(8);
+  Tensor x = randn({B, R / B, D}, {dtype_of(dt), Device::cuda()}, &g);
+  timed(st, [&] { benchmark::DoNotOptimize(ops::sum(x, {1}, true)); });
+  set_gbs(st, 1.0 * R * D * itemsize(dtype_of(dt)));
+}
+
+void BM_row_sum(benchmark::State& st, int dt) {
+  if (!gpu_or_skip(st)) return;
+  NoGradGuard ng;
+  const int64_t R = st.range(0), D = st.range(1);
+  Generator g(8);
+  Tensor x = randn({R, D}, {dtype_of(dt), Device::cuda()}, &g);
+  timed(st, [&] { benchmark::DoNotOptimize(ops::sum(x, {1}, true)); });
+  set_gbs(st, 1.0 * R * D * itemsize(dtype_of(dt)));
+}
+
+// ---- the SD3-medium-structure training step ---------------------------------------------------
+
+// FLOPs of one forward (matmuls and attention), as docs/mmdit.md counts them
+double sd3_forward_flops(const nn::MMDiTConfig& c, int64_t latent, int64_t T) {
+  const double D = static_cast<double>(c.dim()), Ni = static_cast<double>((latent / 2) * (latent / 2));
+  const double N = Ni + static_cast<double>(T), L = static_cast<double>(c.num_layers);
+  double f = 24.0 * Ni * D * D * L + 24.0 * T * D * D * (L - 1) + 6.0 * T * D * D;
+  f += 4.0 * N * N * D * (L - 1) + 4.0 * Ni * N * D;
+  return f;
+}
+
+void BM_sd3_step(benchmark::State& st, int train) {
+  if (!gpu_or_skip(st)) return;
+  const int64_t px = st.range(0), latent = px / 8, T = 333;
+  auto cfg = nn::MMDiTConfig::named("sd3-medium");
+  Generator g(11);
+  nn::MMDiT model(cfg, {DType::BF16, Device::cuda(), &g, /*deferred=*/true});
+  model.materialize(DType::BF16, Device::cuda(), &g);
+  model.requires_grad_(false);
+  nn::LoRAConfig lc;
+  lc.rank = 8;
+  lc.alpha = 8;
+  nn::attach_lora(model, lc);
+  std::vector<Tensor> adapters;
+  for (auto& [name, t] : model.adapter_parameters()) adapters.push_back(t);
+  const TensorOptions o{DType::BF16, Device::cuda()};
+  Tensor x = randn({1, cfg.in_channels, latent, latent}, o, &g), c = randn({1, T, cfg.joint_attention_dim}, o, &g);
+  Tensor y = randn({1, cfg.pooled_projection_dim}, o, &g), R = randn({1, cfg.out_channels, latent, latent}, o, &g);
+  Tensor t = full({1}, 500.0, o);
+  if (train) {
+    timed(st, [&] {
+      Tensor out = model.forward(x, t, c, y);
+      benchmark::DoNotOptimize(grad({ops::sum(ops::mul(out, R))}, adapters));
+    });
+  } else {
+    NoGradGuard ng;
+    timed(st, [&] { benchmark::DoNotOptimize(model.forward(x, t, c, y)); });
+  }
+  // training: forward + the backward's two products per frozen linear (dx only) ~ 2x forward... the
+  // conventional 3x forward is quoted for full training; the LoRA step's is ~2x (no weight grads)
+  const double f = sd3_forward_flops(cfg, latent, T) * (train ? 2.0 : 1.0);
+  st.counters["TFLOP/s"] = benchmark::Counter(f * 1e-12, benchmark::Counter::kIsIterationInvariantRate);
+}
+
 }  // namespace
 
 BENCHMARK_CAPTURE(BM_gemm, f32, 0)->Args({4096, 4096, 4096})->UseManualTime()->Unit(benchmark::kMillisecond);
@@ -225,6 +346,18 @@ BENCHMARK_CAPTURE(BM_linear_fwd_bwd, bf16, 1)->Args({8192, 1536})->UseManualTime
 BENCHMARK_CAPTURE(BM_softmax, f32, 0)->Args({8192, 4096})->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_softmax, bf16, 1)->Args({8192, 4096})->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_adamw, f32, 0)->Args({1 << 24, 64})->UseManualTime()->Unit(benchmark::kMillisecond);
+#define VGG_MEM_CASE(fn, dt, code) \
+  BENCHMARK_CAPTURE(fn, dt, code)->Args({8192, 1536})->UseManualTime()->Unit(benchmark::kMicrosecond)
+VGG_MEM_CASE(BM_copy, bf16, 1);
+VGG_MEM_CASE(BM_bcast_mul, f32, 0);
+VGG_MEM_CASE(BM_bcast_mul, bf16, 1);
+VGG_MEM_CASE(BM_permute, bf16, 1);
+VGG_MEM_CASE(BM_cast, bf16, 1);
+VGG_MEM_CASE(BM_col_sum, f32, 0);
+VGG_MEM_CASE(BM_col_sum, bf16, 1);
+VGG_MEM_CASE(BM_row_sum, bf16, 1);
+BENCHMARK_CAPTURE(BM_sd3_step, fwd, 0)->Arg(512)->Arg(1024)->UseManualTime()->Iterations(5)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_sd3_step, train, 1)->Arg(512)->Arg(1024)->UseManualTime()->Iterations(5)->Unit(benchmark::kMillisecond);
 
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);

@@ -13,6 +13,19 @@ struct Layout {
   int64_t stride[kMaxDims] = {};
 };
 
+// elements a strided operand touches (broadcast dims, stride 0, count once)
+inline double touched_elements(const Layout& l) {
+  double n = 1;
+  for (int i = 0; i < l.ndim; ++i)
+    if (l.stride[i] != 0) n *= static_cast<double>(l.shape[i]);
+  return n;
+}
+inline double layout_numel(const Layout& l) {
+  double n = 1;
+  for (int i = 0; i < l.ndim; ++i) n *= static_cast<double>(l.shape[i]);
+  return n;
+}
+
 inline Layout make_layout(const Shape& shape, const Strides& strides) {
   Layout l;
   l.ndim = static_cast<int>(shape.size());

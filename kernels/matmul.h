@@ -4,6 +4,7 @@
 // in f32, rounded once). beta = 0 never reads C (it may hold NaN).
 #pragma once
 #include <cstdint>
+#include "tensor/dispatch.h"
 
 namespace vgg::kernels {
 
@@ -15,5 +16,6 @@ struct GemmArgs {
   double alpha = 1, beta = 0;
 };
 using GemmFn = void (*)(const GemmArgs& g, const void* a, const void* b, void* c);
+VGG_KERNEL_OP(GemmKernel, "gemm", GemmFn);
 
 }  // namespace vgg::kernels

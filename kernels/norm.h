@@ -5,19 +5,24 @@
 // normalisation, but its partner in every block)
 #pragma once
 #include <cstdint>
+#include "tensor/dispatch.h"
 
 namespace vgg::kernels {
 
 using LayerNormFn = void (*)(int64_t rows, int64_t n, const void* x, const void* w, const void* b, double eps,
                              void* y);
+VGG_KERNEL_OP(LayerNormKernel, "layer_norm", LayerNormFn);
 using RmsNormFn = void (*)(int64_t rows, int64_t n, const void* x, const void* w, double eps, void* y);
+VGG_KERNEL_OP(RmsNormKernel, "rms_norm", RmsNormFn);
 // adaLN, fused: y[b, t, :] = layer_norm(x[b, t, :]) · (1 + scale[b, :]) + shift[b, :] over contiguous
 // x [batch, tokens, n] with scale, shift [batch, n] (no affine weights), one pass over x.
 using LayerNormModulateFn = void (*)(int64_t batch, int64_t tokens, int64_t n, const void* x, const void* scale,
                                      const void* shift, double eps, void* y);
+VGG_KERNEL_OP(LayerNormModulateKernel, "layer_norm_modulate", LayerNormModulateFn);
 // The MMDiT's gated residual, fused: out[b, t, :] = x[b, t, :] + gate[b, :]·y[b, t, :] over contiguous
 // x, y [batch, tokens, n] and gate [batch, n], computed in the compute type and rounded once.
 using GatedResidualFn = void (*)(int64_t batch, int64_t tokens, int64_t n, const void* x, const void* gate,
                                  const void* y, void* out);
+VGG_KERNEL_OP(GatedResidualKernel, "gated_residual", GatedResidualFn);
 
 }  // namespace vgg::kernels

@@ -8,6 +8,7 @@
 // kAdamWTensorsPerLaunch tensors into the arguments of one launch (no table copy, no sync).
 #pragma once
 #include <cstdint>
+#include "tensor/dispatch.h"
 
 namespace vgg::kernels {
 
@@ -29,9 +30,11 @@ struct AdamWScalars {
 };
 
 using AdamWMultiFn = void (*)(const AdamWTensor* tensors, int64_t count, const AdamWScalars& s);
+VGG_KERNEL_OP(AdamWMultiKernel, "adamw_multi", AdamWMultiFn);
 // out[i] = Σ xs[i][k]² in double. The summation order is fixed by the sizes alone (blocks of
 // 16384 elements in order), never by the thread count or launch configuration.
 using SumSquaresMultiFn = void (*)(const void* const* xs, const int64_t* ns, int64_t count, double* out);
+VGG_KERNEL_OP(SumSquaresMultiKernel, "sum_squares_multi", SumSquaresMultiFn);
 
 constexpr int64_t kSumSquaresBlock = 1 << 14;
 

@@ -2,6 +2,7 @@
 // (seed, subsequence, offset + i/4, lane i%4), so results do not depend on threads or device.
 #pragma once
 #include <cstdint>
+#include "tensor/dispatch.h"
 
 #if defined(__CUDACC__)
 #define VGG_HD __host__ __device__
@@ -18,6 +19,7 @@ struct RandArgs {
   double a, b;                         // uniform [a, b); normal mean a, std b; randint [a, b)
 };
 using RandFn = void (*)(const RandArgs& r, int64_t n, void* out);
+VGG_KERNEL_OP(RandKernel, "rand", RandFn);
 
 struct Philox4 {
   uint32_t v[4];

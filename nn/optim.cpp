@@ -272,7 +272,7 @@ StepStats AdamW::step() {
       std::vector<int64_t> ns;
       for (size_t k : ks) xs.push_back(pd.grads[k].data_ptr()), ns.push_back(pd.grads[k].numel());
       std::vector<double> out(ks.size());
-      get_kernel<kernels::SumSquaresMultiFn>("sum_squares_multi", device_of(key), key.dtype)(
+      get_kernel<kernels::SumSquaresMultiKernel>(device_of(key), key.dtype)(
           xs.data(), ns.data(), static_cast<int64_t>(ks.size()), out.data());
       for (size_t j = 0; j < ks.size(); ++j) pd.sq[ks[j]] = out[j];
     }
@@ -324,7 +324,7 @@ StepStats AdamW::step() {
       ++gs.updated;
     }
     for (const auto& [key, ts] : launches)
-      get_kernel<kernels::AdamWMultiFn>("adamw_multi", device_of(key), key.dtype)(
+      get_kernel<kernels::AdamWMultiKernel>(device_of(key), key.dtype)(
           ts.data(), static_cast<int64_t>(ts.size()), sc);
     stats.groups.push_back(gs);
   }

@@ -1,41 +1,46 @@
 #include "tensor/dispatch.h"
 
-#include <array>
 #include <map>
 #include <mutex>
+#include <string>
+#include <vector>
 
 #include "tensor/error.h"
 
 namespace vgg {
 
 namespace {
-using Slots = std::array<std::array<void*, kNumDTypes>, kNumDeviceTypes>;
-std::map<std::string, Slots>& table() {
-  static std::map<std::string, Slots> t;
-  return t;
-}
-std::mutex& table_mutex() {
+// registration-time bookkeeping only (the lookups on the hot path are the tags' own tables)
+std::mutex& reg_mutex() {
   static std::mutex m;
+  return m;
+}
+std::vector<KernelEntry>& entries() {
+  static std::vector<KernelEntry> e;
+  return e;
+}
+std::map<std::string, void* (*)(DeviceType, DType)>& by_name() {
+  static std::map<std::string, void* (*)(DeviceType, DType)> m;
   return m;
 }
 }  // namespace
 
-void register_kernel(const char* op, DeviceType dev, DType dtype, void* fn) {
-  std::lock_guard<std::mutex> lock(table_mutex());
-  auto it = table().find(op);
-  if (it == table().end()) {
-    Slots s{};
-    it = table().emplace(op, s).first;
-  }
-  it->second[static_cast<int>(dev)][static_cast<int>(dtype)] = fn;
+void note_registration(const char* op, DeviceType dev, DType dtype) {
+  std::lock_guard<std::mutex> lock(reg_mutex());
+  entries().push_back({op, dev, dtype});
 }
 
+void register_kernel_name(const char* op, void* (*lookup)(DeviceType, DType)) {
+  std::lock_guard<std::mutex> lock(reg_mutex());
+  by_name()[op] = lookup;
+}
+
+const std::vector<KernelEntry>& registered_kernels() { return entries(); }
+
 void* find_kernel(const char* op, DeviceType dev, DType dtype) {
-  if (dev == DeviceType::Fake) dev = DeviceType::CPU;  // the fake device runs the CPU's kernels
-  std::lock_guard<std::mutex> lock(table_mutex());
-  auto it = table().find(op);
-  if (it == table().end()) return nullptr;
-  return it->second[static_cast<int>(dev)][static_cast<int>(dtype)];
+  std::lock_guard<std::mutex> lock(reg_mutex());
+  auto it = by_name().find(op);
+  return it == by_name().end() ? nullptr : it->second(dev, dtype);
 }
 
 void throw_missing_kernel(const char* op, DeviceType dev, DType dtype) {

@@ -17,7 +17,7 @@ void manual_seed(uint64_t seed) { default_generator() = Generator(seed); }
 
 Tensor full(const Shape& shape, double value, TensorOptions o) {
   Tensor t = empty(shape, o.dtype, o.device);
-  get_kernel<kernels::FillFn>("fill", o.device, o.dtype)(t.numel(), t.data_ptr(), value);
+  get_kernel<kernels::FillKernel>(o.device, o.dtype)(t.numel(), t.data_ptr(), value);
   return t;
 }
 Tensor zeros(const Shape& shape, TensorOptions o) { return full(shape, 0.0, o); }
@@ -79,7 +79,7 @@ static Tensor draw(kernels::RandKind kind, const Shape& shape, double a, double 
   Generator& gen = g ? *g : default_generator();
   Tensor t = empty(shape, o.dtype, o.device);
   kernels::RandArgs r{kind, gen.seed, gen.subsequence, gen.take(t.numel()), a, b};
-  get_kernel<kernels::RandFn>("rand", o.device, o.dtype)(r, t.numel(), t.data_ptr());
+  get_kernel<kernels::RandKernel>(o.device, o.dtype)(r, t.numel(), t.data_ptr());
   return t;
 }
 
@@ -147,7 +147,7 @@ void copy_into(const Tensor& dst, const Tensor& src) {
   Tensor s = expand_raw(src, dst.shape(), "copy");
   auto dl = kernels::make_layout(dst.shape(), dst.strides());
   auto sl = kernels::make_layout(s.shape(), s.strides());
-  get_kernel<kernels::CopyFn>("copy", dst.device(), dst.dtype())(dl, dst.data_ptr(), sl, s.data_ptr(), s.dtype());
+  get_kernel<kernels::CopyKernel>(dst.device(), dst.dtype())(dl, dst.data_ptr(), sl, s.data_ptr(), s.dtype());
   dst.bump_version();
 }
 

@@ -161,11 +161,11 @@ void attn_bwd(const AttnArgs& a, const void* qp, const void* kp, const void* vp,
 
 }  // namespace
 
-VGG_REGISTER_KERNEL("attention_fwd", CPU, F32, (&attn_fwd<float>));
-VGG_REGISTER_KERNEL("attention_fwd", CPU, F64, (&attn_fwd<double>));
-VGG_REGISTER_KERNEL("attention_fwd", CPU, BF16, (&attn_fwd<bf16>));
-VGG_REGISTER_KERNEL("attention_bwd", CPU, F32, (&attn_bwd<float>));
-VGG_REGISTER_KERNEL("attention_bwd", CPU, F64, (&attn_bwd<double>));
-VGG_REGISTER_KERNEL("attention_bwd", CPU, BF16, (&attn_bwd<bf16>));
+VGG_REGISTER_KERNEL(AttnFwdKernel, CPU, F32, (&attn_fwd<float>));
+VGG_REGISTER_KERNEL(AttnFwdKernel, CPU, F64, (&attn_fwd<double>));
+VGG_REGISTER_KERNEL(AttnFwdKernel, CPU, BF16, (&attn_fwd<bf16>));
+VGG_REGISTER_KERNEL(AttnBwdKernel, CPU, F32, (&attn_bwd<float>));
+VGG_REGISTER_KERNEL(AttnBwdKernel, CPU, F64, (&attn_bwd<double>));
+VGG_REGISTER_KERNEL(AttnBwdKernel, CPU, BF16, (&attn_bwd<bf16>));
 
 }  // namespace vgg::kernels::cpu

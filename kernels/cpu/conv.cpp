@@ -1,5 +1,6 @@
 // CPU im2col / col2im and average pooling (forward and adjoint), NCHW.
 #include <cstring>
+#include <vector>
 
 #include "kernels/conv.h"
 #include "kernels/cpu/loops.h"
@@ -35,11 +36,12 @@ void col2im_kernel(const Conv2dGeom& g, const void* colsp, void* xp) {
   const T* cols = static_cast<const T*>(colsp);
   T* x = static_cast<T*>(xp);
   const int64_t L = g.oh * g.ow;
-  // parallel over (n, c) planes: each plane is written by one thread
+  // parallel over (n, c) planes: each plane is written by one thread; the sums are kept in the
+  // compute type (f32 for bf16) and rounded once, as on the GPU
   parallel_for(g.n * g.c, g.kh * g.kw * L, [&](int64_t nc) {
     int64_t n = nc / g.c, c = nc % g.c;
     T* xc = x + nc * g.h * g.w;
-    for (int64_t i = 0; i < g.h * g.w; ++i) xc[i] = T(0);
+    std::vector<V> acc(static_cast<size_t>(g.h * g.w), V(0));
     for (int64_t ki = 0; ki < g.kh; ++ki)
       for (int64_t kj = 0; kj < g.kw; ++kj) {
         const T* col = cols + ((n * g.c + c) * g.kh * g.kw + ki * g.kw + kj) * L;
@@ -49,11 +51,11 @@ void col2im_kernel(const Conv2dGeom& g, const void* colsp, void* xp) {
           for (int64_t ox = 0; ox < g.ow; ++ox) {
             int64_t ix = ox * g.sw - g.pw + kj;
             if (ix < 0 || ix >= g.w) continue;
-            T& d = xc[iy * g.w + ix];
-            d = store<T>(static_cast<V>(load(d)) + static_cast<V>(load(col[oy * g.ow + ox])));
+            acc[static_cast<size_t>(iy * g.w + ix)] += static_cast<V>(load(col[oy * g.ow + ox]));
           }
         }
       }
+    for (int64_t i = 0; i < g.h * g.w; ++i) xc[i] = store<T>(acc[static_cast<size_t>(i)]);
   });
 }
 
@@ -91,7 +93,7 @@ void avg_pool_adjoint_kernel(const Conv2dGeom& g, const void* yp, void* xp) {
   parallel_for(g.n * g.c, g.oh * g.ow * g.kh * g.kw, [&](int64_t nc) {
     T* xc = x + nc * g.h * g.w;
     const T* yc = y + nc * g.oh * g.ow;
-    for (int64_t i = 0; i < g.h * g.w; ++i) xc[i] = T(0);
+    std::vector<V> acc(static_cast<size_t>(g.h * g.w), V(0));  // f32 sums for bf16, rounded once (as col2im)
     for (int64_t oy = 0; oy < g.oh; ++oy)
       for (int64_t ox = 0; ox < g.ow; ++ox) {
         V v = static_cast<V>(load(yc[oy * g.ow + ox])) * inv;
@@ -101,21 +103,21 @@ void avg_pool_adjoint_kernel(const Conv2dGeom& g, const void* yp, void* xp) {
           for (int64_t kj = 0; kj < g.kw; ++kj) {
             int64_t ix = ox * g.sw - g.pw + kj;
             if (ix < 0 || ix >= g.w) continue;
-            T& d = xc[iy * g.w + ix];
-            d = store<T>(static_cast<V>(load(d)) + v);
+            acc[static_cast<size_t>(iy * g.w + ix)] += v;
           }
         }
       }
+    for (int64_t i = 0; i < g.h * g.w; ++i) xc[i] = store<T>(acc[static_cast<size_t>(i)]);
   });
 }
 
 }  // namespace
 
 #define VGG_REG_CONV(DT, T)                                                      \
-  VGG_REGISTER_KERNEL("im2col", CPU, DT, (&im2col_kernel<T>));                   \
-  VGG_REGISTER_KERNEL("col2im", CPU, DT, (&col2im_kernel<T>));                   \
-  VGG_REGISTER_KERNEL("avg_pool2d", CPU, DT, (&avg_pool_kernel<T>));             \
-  VGG_REGISTER_KERNEL("avg_pool2d_adjoint", CPU, DT, (&avg_pool_adjoint_kernel<T>))
+  VGG_REGISTER_KERNEL(Im2ColKernel, CPU, DT, (&im2col_kernel<T>));                   \
+  VGG_REGISTER_KERNEL(Col2ImKernel, CPU, DT, (&col2im_kernel<T>));                   \
+  VGG_REGISTER_KERNEL(AvgPoolKernel, CPU, DT, (&avg_pool_kernel<T>));             \
+  VGG_REGISTER_KERNEL(AvgPoolAdjointKernel, CPU, DT, (&avg_pool_adjoint_kernel<T>))
 VGG_REG_CONV(F32, float);
 VGG_REG_CONV(F64, double);
 VGG_REG_CONV(BF16, bf16);

@@ -67,10 +67,10 @@ void scatter_add_kernel(int64_t outer, int64_t n, int64_t inner, void* dstp, con
 }  // namespace
 
 #define VGG_REG_INDEX(DT, T)                                               \
-  VGG_REGISTER_KERNEL("index_select", CPU, DT, (&index_select_kernel<T>)); \
-  VGG_REGISTER_KERNEL("index_add", CPU, DT, (&index_add_kernel<T>));       \
-  VGG_REGISTER_KERNEL("gather", CPU, DT, (&gather_kernel<T>));             \
-  VGG_REGISTER_KERNEL("scatter_add", CPU, DT, (&scatter_add_kernel<T>))
+  VGG_REGISTER_KERNEL(IndexSelectKernel, CPU, DT, (&index_select_kernel<T>)); \
+  VGG_REGISTER_KERNEL(IndexAddKernel, CPU, DT, (&index_add_kernel<T>));       \
+  VGG_REGISTER_KERNEL(GatherKernel, CPU, DT, (&gather_kernel<T>));             \
+  VGG_REGISTER_KERNEL(ScatterAddKernel, CPU, DT, (&scatter_add_kernel<T>))
 VGG_REG_INDEX(F32, float);
 VGG_REG_INDEX(F64, double);
 VGG_REG_INDEX(BF16, bf16);

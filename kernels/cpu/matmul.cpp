@@ -75,8 +75,8 @@ void gemm_bf16(const GemmArgs& g, const void* a, const void* b, void* c) {
 
 }  // namespace
 
-VGG_REGISTER_KERNEL("gemm", CPU, F32, &gemm_f32);
-VGG_REGISTER_KERNEL("gemm", CPU, F64, &gemm_f64);
-VGG_REGISTER_KERNEL("gemm", CPU, BF16, &gemm_bf16);
+VGG_REGISTER_KERNEL(GemmKernel, CPU, F32, &gemm_f32);
+VGG_REGISTER_KERNEL(GemmKernel, CPU, F64, &gemm_f64);
+VGG_REGISTER_KERNEL(GemmKernel, CPU, BF16, &gemm_bf16);
 
 }  // namespace vgg::kernels::cpu

@@ -143,17 +143,17 @@ void gated_residual_kernel(int64_t batch, int64_t tokens, int64_t n, const void*
 
 }  // namespace
 
-VGG_REGISTER_KERNEL("gated_residual", CPU, F32, (&gated_residual_kernel<float>));
-VGG_REGISTER_KERNEL("gated_residual", CPU, F64, (&gated_residual_kernel<double>));
-VGG_REGISTER_KERNEL("gated_residual", CPU, BF16, (&gated_residual_kernel<bf16>));
-VGG_REGISTER_KERNEL("layer_norm_modulate", CPU, F32, (&layer_norm_modulate_kernel<float>));
-VGG_REGISTER_KERNEL("layer_norm_modulate", CPU, F64, (&layer_norm_modulate_kernel<double>));
-VGG_REGISTER_KERNEL("layer_norm_modulate", CPU, BF16, (&layer_norm_modulate_kernel<bf16>));
-VGG_REGISTER_KERNEL("layer_norm", CPU, F32, (&layer_norm_kernel<float>));
-VGG_REGISTER_KERNEL("layer_norm", CPU, F64, (&layer_norm_kernel<double>));
-VGG_REGISTER_KERNEL("layer_norm", CPU, BF16, (&layer_norm_kernel<bf16>));
-VGG_REGISTER_KERNEL("rms_norm", CPU, F32, (&rms_norm_kernel<float>));
-VGG_REGISTER_KERNEL("rms_norm", CPU, F64, (&rms_norm_kernel<double>));
-VGG_REGISTER_KERNEL("rms_norm", CPU, BF16, (&rms_norm_kernel<bf16>));
+VGG_REGISTER_KERNEL(GatedResidualKernel, CPU, F32, (&gated_residual_kernel<float>));
+VGG_REGISTER_KERNEL(GatedResidualKernel, CPU, F64, (&gated_residual_kernel<double>));
+VGG_REGISTER_KERNEL(GatedResidualKernel, CPU, BF16, (&gated_residual_kernel<bf16>));
+VGG_REGISTER_KERNEL(LayerNormModulateKernel, CPU, F32, (&layer_norm_modulate_kernel<float>));
+VGG_REGISTER_KERNEL(LayerNormModulateKernel, CPU, F64, (&layer_norm_modulate_kernel<double>));
+VGG_REGISTER_KERNEL(LayerNormModulateKernel, CPU, BF16, (&layer_norm_modulate_kernel<bf16>));
+VGG_REGISTER_KERNEL(LayerNormKernel, CPU, F32, (&layer_norm_kernel<float>));
+VGG_REGISTER_KERNEL(LayerNormKernel, CPU, F64, (&layer_norm_kernel<double>));
+VGG_REGISTER_KERNEL(LayerNormKernel, CPU, BF16, (&layer_norm_kernel<bf16>));
+VGG_REGISTER_KERNEL(RmsNormKernel, CPU, F32, (&rms_norm_kernel<float>));
+VGG_REGISTER_KERNEL(RmsNormKernel, CPU, F64, (&rms_norm_kernel<double>));
+VGG_REGISTER_KERNEL(RmsNormKernel, CPU, BF16, (&rms_norm_kernel<bf16>));
 
 }  // namespace vgg::kernels::cpu

@@ -83,9 +83,9 @@ void adamw_multi(const AdamWTensor* tensors, int64_t count, const AdamWScalars& 
 
 }  // namespace
 
-VGG_REGISTER_KERNEL("adamw_multi", CPU, F32, (&adamw_multi<float>));
-VGG_REGISTER_KERNEL("adamw_multi", CPU, F64, (&adamw_multi<double>));
-VGG_REGISTER_KERNEL("sum_squares_multi", CPU, F32, (&sum_squares_multi<float>));
-VGG_REGISTER_KERNEL("sum_squares_multi", CPU, F64, (&sum_squares_multi<double>));
+VGG_REGISTER_KERNEL(AdamWMultiKernel, CPU, F32, (&adamw_multi<float>));
+VGG_REGISTER_KERNEL(AdamWMultiKernel, CPU, F64, (&adamw_multi<double>));
+VGG_REGISTER_KERNEL(SumSquaresMultiKernel, CPU, F32, (&sum_squares_multi<float>));
+VGG_REGISTER_KERNEL(SumSquaresMultiKernel, CPU, F64, (&sum_squares_multi<double>));
 
 }  // namespace vgg::kernels::cpu

@@ -59,10 +59,10 @@ void reduce_kernel(ReduceOp op, int64_t outer, int64_t r, int64_t inner, const v
 
 }  // namespace
 
-VGG_REGISTER_KERNEL("reduce", CPU, F32, (&reduce_kernel<float>));
-VGG_REGISTER_KERNEL("reduce", CPU, F64, (&reduce_kernel<double>));
-VGG_REGISTER_KERNEL("reduce", CPU, BF16, (&reduce_kernel<bf16>));
-VGG_REGISTER_KERNEL("reduce", CPU, I32, (&reduce_kernel<int32_t>));
-VGG_REGISTER_KERNEL("reduce", CPU, I64, (&reduce_kernel<int64_t>));
+VGG_REGISTER_KERNEL(ReduceKernel, CPU, F32, (&reduce_kernel<float>));
+VGG_REGISTER_KERNEL(ReduceKernel, CPU, F64, (&reduce_kernel<double>));
+VGG_REGISTER_KERNEL(ReduceKernel, CPU, BF16, (&reduce_kernel<bf16>));
+VGG_REGISTER_KERNEL(ReduceKernel, CPU, I32, (&reduce_kernel<int32_t>));
+VGG_REGISTER_KERNEL(ReduceKernel, CPU, I64, (&reduce_kernel<int64_t>));
 
 }  // namespace vgg::kernels::cpu

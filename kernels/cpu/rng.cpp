@@ -49,10 +49,10 @@ void rand_kernel(const RandArgs& r, int64_t n, void* outp) {
 
 }  // namespace
 
-VGG_REGISTER_KERNEL("rand", CPU, F32, (&rand_kernel<float>));
-VGG_REGISTER_KERNEL("rand", CPU, F64, (&rand_kernel<double>));
-VGG_REGISTER_KERNEL("rand", CPU, BF16, (&rand_kernel<bf16>));
-VGG_REGISTER_KERNEL("rand", CPU, I32, (&rand_kernel<int32_t>));
-VGG_REGISTER_KERNEL("rand", CPU, I64, (&rand_kernel<int64_t>));
+VGG_REGISTER_KERNEL(RandKernel, CPU, F32, (&rand_kernel<float>));
+VGG_REGISTER_KERNEL(RandKernel, CPU, F64, (&rand_kernel<double>));
+VGG_REGISTER_KERNEL(RandKernel, CPU, BF16, (&rand_kernel<bf16>));
+VGG_REGISTER_KERNEL(RandKernel, CPU, I32, (&rand_kernel<int32_t>));
+VGG_REGISTER_KERNEL(RandKernel, CPU, I64, (&rand_kernel<int64_t>));
 
 }  // namespace vgg::kernels::cpu

@@ -72,8 +72,8 @@ void softmax_kernel(bool log, int64_t outer, int64_t n, int64_t inner, const voi
 
 }  // namespace
 
-VGG_REGISTER_KERNEL("softmax", CPU, F32, (&softmax_kernel<float>));
-VGG_REGISTER_KERNEL("softmax", CPU, F64, (&softmax_kernel<double>));
-VGG_REGISTER_KERNEL("softmax", CPU, BF16, (&softmax_kernel<bf16>));
+VGG_REGISTER_KERNEL(SoftmaxKernel, CPU, F32, (&softmax_kernel<float>));
+VGG_REGISTER_KERNEL(SoftmaxKernel, CPU, F64, (&softmax_kernel<double>));
+VGG_REGISTER_KERNEL(SoftmaxKernel, CPU, BF16, (&softmax_kernel<bf16>));
 
 }  // namespace vgg::kernels::cpu

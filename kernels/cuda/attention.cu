@@ -208,11 +208,11 @@ void bwd_kernel(const AttnArgs& a, const void* q, const void* k, const void* v, 
 
 }  // namespace
 
-VGG_REGISTER_KERNEL("attention_fwd", CUDA, F32, (&fwd_kernel<float>));
-VGG_REGISTER_KERNEL("attention_fwd", CUDA, F64, (&fwd_kernel<double>));
-VGG_REGISTER_KERNEL("attention_fwd", CUDA, BF16, (&fwd_kernel<bf16>));
-VGG_REGISTER_KERNEL("attention_bwd", CUDA, F32, (&bwd_kernel<float>));
-VGG_REGISTER_KERNEL("attention_bwd", CUDA, F64, (&bwd_kernel<double>));
-VGG_REGISTER_KERNEL("attention_bwd", CUDA, BF16, (&bwd_kernel<bf16>));
+VGG_REGISTER_KERNEL(AttnFwdKernel, CUDA, F32, (&fwd_kernel<float>));
+VGG_REGISTER_KERNEL(AttnFwdKernel, CUDA, F64, (&fwd_kernel<double>));
+VGG_REGISTER_KERNEL(AttnFwdKernel, CUDA, BF16, (&fwd_kernel<bf16>));
+VGG_REGISTER_KERNEL(AttnBwdKernel, CUDA, F32, (&bwd_kernel<float>));
+VGG_REGISTER_KERNEL(AttnBwdKernel, CUDA, F64, (&bwd_kernel<double>));
+VGG_REGISTER_KERNEL(AttnBwdKernel, CUDA, BF16, (&bwd_kernel<bf16>));
 
 }  // namespace vgg::kernels::cuda

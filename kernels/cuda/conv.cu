@@ -128,10 +128,10 @@ void avg_pool_adjoint_kernel(const Conv2dGeom& g, const void* y, void* x) {
 }  // namespace
 
 #define VGG_REG_CUDA_CONV(DT, T)                                                  \
-  VGG_REGISTER_KERNEL("im2col", CUDA, DT, (&im2col_kernel<T>));                   \
-  VGG_REGISTER_KERNEL("col2im", CUDA, DT, (&col2im_kernel<T>));                   \
-  VGG_REGISTER_KERNEL("avg_pool2d", CUDA, DT, (&avg_pool_kernel<T>));             \
-  VGG_REGISTER_KERNEL("avg_pool2d_adjoint", CUDA, DT, (&avg_pool_adjoint_kernel<T>))
+  VGG_REGISTER_KERNEL(Im2ColKernel, CUDA, DT, (&im2col_kernel<T>));                   \
+  VGG_REGISTER_KERNEL(Col2ImKernel, CUDA, DT, (&col2im_kernel<T>));                   \
+  VGG_REGISTER_KERNEL(AvgPoolKernel, CUDA, DT, (&avg_pool_kernel<T>));             \
+  VGG_REGISTER_KERNEL(AvgPoolAdjointKernel, CUDA, DT, (&avg_pool_adjoint_kernel<T>))
 VGG_REG_CUDA_CONV(F32, float);
 VGG_REG_CUDA_CONV(F64, double);
 VGG_REG_CUDA_CONV(BF16, bf16);

@@ -126,8 +126,8 @@ void gemm_kernel(const GemmArgs& g, const void* a, const void* b, void* c) {
 
 }  // namespace
 
-VGG_REGISTER_KERNEL("gemm", CUDA, F32, (&gemm_kernel<float>));
-VGG_REGISTER_KERNEL("gemm", CUDA, F64, (&gemm_kernel<double>));
-VGG_REGISTER_KERNEL("gemm", CUDA, BF16, (&gemm_kernel<__nv_bfloat16>));
+VGG_REGISTER_KERNEL(GemmKernel, CUDA, F32, (&gemm_kernel<float>));
+VGG_REGISTER_KERNEL(GemmKernel, CUDA, F64, (&gemm_kernel<double>));
+VGG_REGISTER_KERNEL(GemmKernel, CUDA, BF16, (&gemm_kernel<__nv_bfloat16>));
 
 }  // namespace vgg::kernels::cuda

@@ -144,11 +144,11 @@ void rand_kernel(const RandArgs& r, int64_t n, void* out) {
 }  // namespace
 
 #define VGG_REG_CUDA_INDEX(DT, T)                                           \
-  VGG_REGISTER_KERNEL("index_select", CUDA, DT, (&index_select_kernel<T>)); \
-  VGG_REGISTER_KERNEL("index_add", CUDA, DT, (&index_add_kernel<T>));       \
-  VGG_REGISTER_KERNEL("gather", CUDA, DT, (&gather_kernel<T>));             \
-  VGG_REGISTER_KERNEL("scatter_add", CUDA, DT, (&scatter_add_kernel<T>));   \
-  VGG_REGISTER_KERNEL("rand", CUDA, DT, (&rand_kernel<T>))
+  VGG_REGISTER_KERNEL(IndexSelectKernel, CUDA, DT, (&index_select_kernel<T>)); \
+  VGG_REGISTER_KERNEL(IndexAddKernel, CUDA, DT, (&index_add_kernel<T>));       \
+  VGG_REGISTER_KERNEL(GatherKernel, CUDA, DT, (&gather_kernel<T>));             \
+  VGG_REGISTER_KERNEL(ScatterAddKernel, CUDA, DT, (&scatter_add_kernel<T>));   \
+  VGG_REGISTER_KERNEL(RandKernel, CUDA, DT, (&rand_kernel<T>))
 VGG_REG_CUDA_INDEX(F32, float);
 VGG_REG_CUDA_INDEX(F64, double);
 VGG_REG_CUDA_INDEX(BF16, bf16);

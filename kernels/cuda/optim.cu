@@ -216,9 +216,9 @@ void sum_squares_multi(const void* const* xs, const int64_t* ns, int64_t count, 
 
 }  // namespace
 
-VGG_REGISTER_KERNEL("adamw_multi", CUDA, F32, (&adamw_multi<float>));
-VGG_REGISTER_KERNEL("adamw_multi", CUDA, F64, (&adamw_multi<double>));
-VGG_REGISTER_KERNEL("sum_squares_multi", CUDA, F32, (&sum_squares_multi<float>));
-VGG_REGISTER_KERNEL("sum_squares_multi", CUDA, F64, (&sum_squares_multi<double>));
+VGG_REGISTER_KERNEL(AdamWMultiKernel, CUDA, F32, (&adamw_multi<float>));
+VGG_REGISTER_KERNEL(AdamWMultiKernel, CUDA, F64, (&adamw_multi<double>));
+VGG_REGISTER_KERNEL(SumSquaresMultiKernel, CUDA, F32, (&sum_squares_multi<float>));
+VGG_REGISTER_KERNEL(SumSquaresMultiKernel, CUDA, F64, (&sum_squares_multi<double>));
 
 }  // namespace vgg::kernels::cuda

@@ -1,6 +1,9 @@
 // Tensor layer: dtypes, shapes, views, creation, element access, printing, devices.
 #include <cmath>
+#include <map>
+#include <string>
 
+#include "kernels/softmax.h"
 #include "tensor/dispatch.h"
 #include "tests/support/test_support.h"
 
@@ -143,9 +146,44 @@ TEST(Device, ParseAndCudaStub) {
 }
 
 TEST(Dispatch, MissingKernelNamesOpDeviceAndDtype) {
-  EXPECT_TRUE(throws_error([] { get_kernel<void (*)()>("no_such_op", Device::cpu(), DType::F32); },
-                           {"op 'no_such_op'", "CPU", "f32"}));
-  EXPECT_TRUE(throws_error([] { get_kernel<void (*)()>("softmax", Device::cuda(0), DType::I64); },
+  // the registry is typed: an op that does not exist, or a kernel of the wrong signature, does not
+  // compile; what remains at run time is a dtype or device without an implementation
+  EXPECT_TRUE(throws_error([] { get_kernel<kernels::SoftmaxKernel>(Device::cuda(0), DType::I64); },
                            {"op 'softmax'", "CUDA", "i64"}));
+  EXPECT_TRUE(throws_error([] { get_kernel<kernels::SoftmaxKernel>(Device::cpu(), DType::Bool); },
+                           {"op 'softmax'", "CPU", "bool"}));
+  EXPECT_TRUE(has_kernel<kernels::SoftmaxKernel>(Device::cpu(), DType::F32));
+  EXPECT_TRUE(has_kernel<kernels::SoftmaxKernel>(Device::fake(), DType::F32));  // the fake device runs the CPU's
   EXPECT_NE(find_kernel("softmax", DeviceType::CPU, DType::F32), nullptr);
+  EXPECT_EQ(find_kernel("no_such_op", DeviceType::CPU, DType::F32), nullptr);
+  // every registration is listed once per (op, device, dtype)
+  int softmax_cpu = 0;
+  for (const auto& e : registered_kernels())
+    if (std::string(e.op) == "softmax" && e.dev == DeviceType::CPU) ++softmax_cpu;
+  EXPECT_EQ(softmax_cpu, 3);
+}
+
+TEST(Profile, TimesEveryKernelCallWithItsBytes) {
+  profile::set_enabled(true);
+  profile::reset();
+  Tensor a = full({64, 32}, 1.0), b = full({1, 32}, 2.0);  // two fills
+  Tensor c = ops::mul(a, b);                               // one broadcast binary
+  (void)ops::sum(c, {0}, false);                           // one reduction
+  profile::set_enabled(false);
+  (void)ops::mul(a, b);  // not counted
+  std::map<std::string, profile::Row> by_op;
+  for (const auto& r : profile::rows()) by_op[r.op] = r;
+  ASSERT_TRUE(by_op.count("binary") && by_op.count("fill") && by_op.count("reduce"));
+  EXPECT_EQ(by_op["binary"].calls, 1);
+  EXPECT_EQ(by_op["binary"].dev, DeviceType::CPU);
+  EXPECT_DOUBLE_EQ(by_op["binary"].bytes, (64 * 32 + 32 + 64 * 32) * 4.0);  // a, the broadcast row once, out
+  EXPECT_EQ(by_op["fill"].calls, 2);
+  EXPECT_DOUBLE_EQ(by_op["fill"].bytes, (64 * 32 + 32) * 4.0);
+  EXPECT_DOUBLE_EQ(by_op["reduce"].bytes, (64 * 32 + 32) * 4.0);
+  EXPECT_GE(by_op["binary"].ms, 0.0);
+  const std::string t = profile::table();
+  EXPECT_NE(t.find("| binary | cpu | f32 | 1 |"), std::string::npos) << t;
+  EXPECT_NE(t.find("kernel calls"), std::string::npos);
+  profile::reset();
+  EXPECT_TRUE(profile::table().empty());
 }

@@ -108,6 +108,25 @@ def torch_time(op, dt, d, reps):
             p.grad = torch.randn_like(p)
         opt = torch.optim.AdamW(ps, lr=1e-4, foreach=False, fused=(op == "adamw_fused"))
         fn = opt.step
+    elif op == "copy":
+        x = torch.randn(d[0], d[1], device=dev, dtype=dtype, generator=g)
+        fn = lambda: x.clone()  # noqa: E731
+    elif op == "bcast_mul":
+        x = torch.randn(2, d[0] // 2, d[1], device=dev, dtype=dtype, generator=g)
+        s = torch.randn(2, 1, d[1], device=dev, dtype=dtype, generator=g)
+        fn = lambda: x * s  # noqa: E731
+    elif op == "permute":
+        x = torch.randn(2, d[0] // 2, d[1] // 64, 64, device=dev, dtype=dtype, generator=g)
+        fn = lambda: x.permute(0, 2, 1, 3).contiguous()  # noqa: E731
+    elif op == "cast":
+        x = torch.randn(d[0], d[1], device=dev, dtype=torch.bfloat16, generator=g)
+        fn = lambda: x.float()  # noqa: E731
+    elif op == "col_sum":
+        x = torch.randn(2, d[0] // 2, d[1], device=dev, dtype=dtype, generator=g)
+        fn = lambda: x.sum(1, keepdim=True)  # noqa: E731
+    elif op == "row_sum":
+        x = torch.randn(d[0], d[1], device=dev, dtype=dtype, generator=g)
+        fn = lambda: x.sum(1, keepdim=True)  # noqa: E731
     elif op == "softmax":
         x = torch.randn(d[0], d[1], device=dev, dtype=dtype, generator=g)
         fn = lambda: torch.softmax(x, 1)  # noqa: E731
@@ -141,6 +160,10 @@ def rate(op, dt, d, t):
     if op.startswith("adamw"):
         return f"{7.0 * d[0] * 4 / t * 1e-9:.0f} GB/s"
     size = 4 if dt == "f32" else 2
+    if op == "cast":
+        return f"{6.0 * d[0] * d[1] / t * 1e-9:.0f} GB/s"
+    if op in ("col_sum", "row_sum"):
+        return f"{1.0 * d[0] * d[1] * size / t * 1e-9:.0f} GB/s"
     if op.startswith("gated_residual"):
         return f"{3.0 * d[0] * d[1] * size / t * 1e-9:.0f} GB/s"
     return f"{2.0 * d[0] * d[1] * size / t * 1e-9:.0f} GB/s"
@@ -162,6 +185,8 @@ def main():
     rows, raw = [], {}
     for name, tv in vgg.items():
         op, dt, d = parse(name)
+        if op == "sd3_step":  # its peer is tools/bench/sd3_step_torch.py (diffusers + PEFT)
+            continue
         # the PyTorch peers of a case: AdamW against torch's per-tensor loop and its fused kernel
         peers = [(op, "")]
         if op == "adamw":

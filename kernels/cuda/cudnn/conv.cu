@@ -122,8 +122,8 @@ void conv2d_fwd(const Conv2dGeom& g, int64_t out_channels, const void* x, const 
 
 }  // namespace
 
-VGG_REGISTER_KERNEL("conv2d_fwd", CUDA, F32, (&conv2d_fwd<float>));
-VGG_REGISTER_KERNEL("conv2d_fwd", CUDA, F64, (&conv2d_fwd<double>));
-VGG_REGISTER_KERNEL("conv2d_fwd", CUDA, BF16, (&conv2d_fwd<bf16>));
+VGG_REGISTER_KERNEL(Conv2dFwdKernel, CUDA, F32, (&conv2d_fwd<float>));
+VGG_REGISTER_KERNEL(Conv2dFwdKernel, CUDA, F64, (&conv2d_fwd<double>));
+VGG_REGISTER_KERNEL(Conv2dFwdKernel, CUDA, BF16, (&conv2d_fwd<bf16>));
 
 }  // namespace vgg::kernels::cuda
