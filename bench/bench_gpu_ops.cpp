@@ -19,6 +19,7 @@
 #include <benchmark/benchmark.h>
 
 #include <cmath>
+#include <cstdio>
 #include <string>
 
 #include "autograd/engine.h"
@@ -28,6 +29,7 @@
 #include "nn/mmdit.h"
 #include "nn/optim.h"
 #include "tensor/factory.h"
+#include "tensor/profile.h"
 
 using namespace vgg;
 
@@ -45,6 +47,7 @@ template <class F>
 void timed(benchmark::State& st, F fn) {
   fn();
   cuda_synchronize();
+  if (profile::enabled()) profile::reset();  // VGG_PROFILE: the table covers the timed calls only
   CudaEvent start, end;
   for (auto _ : st) {
     start.record();
@@ -315,8 +318,21 @@ void BM_sd3_step(benchmark::State& st, int train) {
     NoGradGuard ng;
     timed(st, [&] { benchmark::DoNotOptimize(model.forward(x, t, c, y)); });
   }
-  // training: forward + the backward's two products per frozen linear (dx only) ~ 2x forward... the
-  // conventional 3x forward is quoted for full training; the LoRA step's is ~2x (no weight grads)
+  if (profile::enabled()) {  // per step: kernel time, launches, the part outside attention
+    double total = 0, attn = 0;
+    int64_t calls = 0;
+    for (const auto& r : profile::rows()) {
+      total += r.ms;
+      calls += r.calls;
+      if (r.op.rfind("attention", 0) == 0) attn += r.ms;
+    }
+    const double n = static_cast<double>(st.iterations());
+    std::fprintf(stderr, "sd3_step %s %lld px: per step %.2f ms of kernel time, %.2f ms outside attention, %.0f launches\n",
+                 train ? "train" : "fwd", static_cast<long long>(px), total / n, (total - attn) / n,
+                 static_cast<double>(calls) / n);
+  }
+  // FLOPs: the forward's products, and for the LoRA step the backward's dx products (~1x more: the
+  // frozen weights get no gradient), so 2x the forward
   const double f = sd3_forward_flops(cfg, latent, T) * (train ? 2.0 : 1.0);
   st.counters["TFLOP/s"] = benchmark::Counter(f * 1e-12, benchmark::Counter::kIsIterationInvariantRate);
 }

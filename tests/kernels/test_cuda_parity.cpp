@@ -4,6 +4,7 @@
 // contiguous and a non-contiguous (transposed) input. A kernel-level check writes into a poisoned
 // device buffer with guard elements on both sides that must stay untouched. Without a GPU every test
 // skips with the CUDA error string.
+#include <algorithm>
 #include <cmath>
 #include <functional>
 
@@ -22,17 +23,20 @@ struct ParityCase {
   std::function<Tensor(const std::vector<Tensor>&)> fn;
   int inputs = 1;
   double lo = -2, hi = 2;  // input range
-  double atol = 1e-3;      // absolute tolerance as a multiple of the dtype's rtol (sums of many terms: larger)
+  // absolute tolerance, as a fraction of the output's scale (max |ref|) times the dtype's rtol: a
+  // result near zero by cancellation carries the rounding of the terms that cancelled (sums of many
+  // terms: larger)
+  double atol = 0.5;
 };
 std::ostream& operator<<(std::ostream& os, const ParityCase& c) { return os << c.name; }
 
 std::vector<ParityCase> cases() {
   using namespace ops;
-  auto U = [](std::string n, std::function<Tensor(const Tensor&)> f, double lo = -2, double hi = 2, double atol = 1e-3) {
+  auto U = [](std::string n, std::function<Tensor(const Tensor&)> f, double lo = -2, double hi = 2, double atol = 0.5) {
     return ParityCase{n, [f](const std::vector<Tensor>& in) { return f(in[0]); }, 1, lo, hi, atol};
   };
   auto B = [](std::string n, std::function<Tensor(const Tensor&, const Tensor&)> f, double lo = -2, double hi = 2,
-              double atol = 1e-3) {
+              double atol = 0.5) {
     return ParityCase{n, [f](const std::vector<Tensor>& in) { return f(in[0], in[1]); }, 2, lo, hi, atol};
   };
   return {
@@ -70,12 +74,12 @@ std::vector<ParityCase> cases() {
       U("cast_roundtrip", [](const Tensor& x) { return to(to(to(x, DType::BF16), DType::F64), x.dtype()); }),
       U("cast_int", [](const Tensor& x) { return to(to(mul(x, 10.0), DType::I64), x.dtype()); }),
       // GEMM (gemm.cu, cuBLASLt): both transpose flags, a broadcast batch
-      B("matmul_nt", [](const Tensor& a, const Tensor& b) { return matmul(a, transpose(b, 0, 1)); }, -2, 2, 10),
-      B("matmul_tn", [](const Tensor& a, const Tensor& b) { return matmul(transpose(a, 0, 1), b); }, -2, 2, 10),
+      B("matmul_nt", [](const Tensor& a, const Tensor& b) { return matmul(a, transpose(b, 0, 1)); }, -2, 2, 2),
+      B("matmul_tn", [](const Tensor& a, const Tensor& b) { return matmul(transpose(a, 0, 1), b); }, -2, 2, 2),
       B("matmul_batched", [](const Tensor& a, const Tensor& b) {
         Tensor a3 = reshape(contiguous(narrow(a, 0, 0, 28)), {4, 7, a.size(1)});
         return matmul(a3, transpose(b, 0, 1));
-      }, -2, 2, 10),
+      }, -2, 2, 2),
       // indexing (index_rng.cu); the indices live on the input's device
       U("index_select_add", [](const Tensor& x) {
         Tensor i = to(from_vector(std::vector<int64_t>{3, 0, 3, 7}, {4}), x.device());
@@ -98,7 +102,7 @@ std::vector<ParityCase> cases() {
         Tensor img = reshape(contiguous(narrow(reshape(contiguous(x), {-1}), 0, 0, 2 * 3 * 10 * 12)), {2, 3, 10, 12});
         Tensor w = reshape(contiguous(narrow(reshape(contiguous(x), {-1}), 0, 720, 4 * 3 * 3 * 3)), {4, 3, 3, 3});
         return conv2d(img, w, Tensor(), {2, 1, 1, 0});
-      }, -2, 2, 10),
+      }, -2, 2, 2),
       U("col2im_adjoint", [](const Tensor& x) {
         Tensor img = reshape(contiguous(narrow(reshape(contiguous(x), {-1}), 0, 0, 2 * 3 * 7 * 9)), {2, 3, 7, 9});
         return col2im(im2col(img, 3, 2, {2, 1, 1, 1}), {2, 3, 7, 9}, 3, 2, {2, 1, 1, 1});
@@ -109,7 +113,7 @@ std::vector<ParityCase> cases() {
         return avg_pool2d_adjoint(y, {2, 3, 11, 9}, 3, 2, {2, 1, 1, 0});
       }),
       // rows (reduce.cu): the inner == 1 block-per-row path and the strided-column path
-      U("sum_all", [](const Tensor& x) { return sum(x); }, -2, 2, 10),
+      U("sum_all", [](const Tensor& x) { return sum(x); }, -2, 2, 2),
       U("sum_rows_cols", [](const Tensor& x) { return add(sum(x, {1}, true), sum(x, {0}, true)); }),
       U("mean_amax_amin", [](const Tensor& x) { return add(mean(x, {1}, true), sub(amax(x, {0}, true), amin(x, {1}, true))); }),
       U("argmax_argmin", [](const Tensor& x) { return to(add(argmax(x, 1), argmin(x, 1)), x.dtype()); }),
@@ -121,21 +125,24 @@ std::vector<ParityCase> cases() {
         Tensor w = mul(narrow(x, 0, 0, 1), 0.5), b = narrow(x, 0, 1, 1);
         return layer_norm(x, {x.size(1)}, reshape(contiguous(w), {x.size(1)}), reshape(contiguous(b), {x.size(1)}));
       }),
+      // x, y [2, T, C] and scale, shift, gate [2, C] are row ranges of the [R, C] input (R is 29 when
+      // transposed): views, so the transposed case hands the ops strided inputs of the right shapes
       U("layer_norm_modulate", [](const Tensor& x) {
-        Tensor x3 = reshape(contiguous(narrow(x, 0, 0, 28)), {2, 14, x.size(1)});
-        Tensor sc = contiguous(narrow(x, 0, 28, 2)), sh = mul(contiguous(narrow(x, 0, 30, 2)), 0.5);
+        Tensor x3 = reshape(narrow(x, 0, 0, 24), {2, 12, x.size(1)});
+        Tensor sc = narrow(x, 0, 24, 2), sh = mul(narrow(x, 0, 26, 2), 0.5);
         return layer_norm_modulate(x3, sc, sh);
       }),
       U("gated_residual", [](const Tensor& x) {
-        Tensor x3 = reshape(contiguous(narrow(x, 0, 0, 14)), {2, 7, x.size(1)});
-        Tensor y3 = reshape(contiguous(narrow(x, 0, 14, 14)), {2, 7, x.size(1)});
-        return gated_residual(x3, contiguous(narrow(x, 0, 28, 2)), y3);
+        Tensor x3 = reshape(narrow(x, 0, 0, 12), {2, 6, x.size(1)});
+        Tensor y3 = reshape(narrow(x, 0, 12, 12), {2, 6, x.size(1)});
+        return gated_residual(x3, narrow(x, 0, 24, 2), y3);
       }),
       U("rms_norm", [](const Tensor& x) { return rms_norm(x, {x.size(1)}, reshape(contiguous(narrow(x, 0, 2, 1)), {x.size(1)})); }),
   };
 }
 
-// tolerance by dtype: f32 a few ulps of the CPU libm, bf16 one bf16 ulp, f64 1e-12
+// tolerance by dtype (docs/testing.md, "CUDA parity"): |got - ref| <= rtol·|ref| + rtol·atol·scale with
+// rtol f32 2e-6 (a few ulps of the CPU libm), bf16 one bf16 ulp, f64 1e-12
 double rtol(DType d) { return d == DType::BF16 ? 1.0 / 128 : d == DType::F32 ? 2e-6 : 1e-12; }
 
 class CudaParity : public ::testing::TestWithParam<ParityCase> {};
@@ -157,7 +164,10 @@ TEST_P(CudaParity, MatchesTheCpu) {
       ASSERT_TRUE(got.device().is_cuda());
       ASSERT_EQ(got.dtype(), ref.dtype());
       Tensor back = ops::to(ops::to(got, Device::cpu()), DType::F64), r = ops::to(ref, DType::F64);
-      EXPECT_TRUE(test::all_close(back, r, rtol(dt) * c.atol, rtol(dt)));
+      double scale = 0;
+      for (double v : r.to_vector())
+        if (std::isfinite(v)) scale = std::max(scale, std::abs(v));
+      EXPECT_TRUE(test::all_close(back, r, rtol(dt) * c.atol * scale, rtol(dt)));
     }
   }
 }
@@ -173,29 +183,31 @@ TEST(CudaKernels, OutputsStayInsideTheirBuffersAndOverwriteThePoison) {
   const double poison = -12345.0;
   for (DType dt : {DType::F32, DType::BF16, DType::F64}) {
     SCOPED_TRACE(dtype_name(dt));
+    // the poison as the dtype stores it (-12345 is not a bf16 value: bf16 holds -12352)
+    const double stored = full({1}, poison, opts(dt)).item();
     Tensor x = ops::to(ops::to(test::rnd({n}, 7), dt), Device::cuda());
     Tensor buf = full({n + 2 * g}, poison, {dt, Device::cuda()});
     Tensor out = ops::narrow(buf, 0, g, n);  // offset by g elements
     auto layout = kernels::make_layout(x.shape(), x.strides());
     kernels::UnaryParams p{kernels::UnaryOp::Exp};
-    get_kernel<kernels::UnaryFn>("unary", Device::cuda(), dt)(p, layout, x.data_ptr(), out.data_ptr());
+    get_kernel<kernels::UnaryKernel>(Device::cuda(), dt)(p, layout, x.data_ptr(), out.data_ptr());
     Tensor host = ops::to(ops::to(buf, Device::cpu()), DType::F64);
     std::vector<double> v = host.to_vector();
     for (int64_t i = 0; i < g; ++i) {
-      ASSERT_EQ(v[static_cast<size_t>(i)], poison) << "guard before, element " << i;
-      ASSERT_EQ(v[static_cast<size_t>(n + g + i)], poison) << "guard after, element " << i;
+      ASSERT_EQ(v[static_cast<size_t>(i)], stored) << "guard before, element " << i;
+      ASSERT_EQ(v[static_cast<size_t>(n + g + i)], stored) << "guard after, element " << i;
     }
     Tensor ref = ops::to(ops::exp(ops::to(x, Device::cpu())), DType::F64);
     EXPECT_TRUE(test::all_close(ops::narrow(host, 0, g, n), ref, 0, rtol(dt)));
     // binary into the same poisoned buffer
     fill_(buf, poison);
-    get_kernel<kernels::BinaryFn>("binary", Device::cuda(), dt)(kernels::BinaryOp::Mul, layout, x.data_ptr(), layout,
+    get_kernel<kernels::BinaryKernel>(Device::cuda(), dt)(kernels::BinaryOp::Mul, layout, x.data_ptr(), layout,
                                                                 x.data_ptr(), out.data_ptr());
     v = ops::to(ops::to(buf, Device::cpu()), DType::F64).to_vector();
-    EXPECT_EQ(v[static_cast<size_t>(g - 1)], poison);
-    EXPECT_EQ(v[static_cast<size_t>(n + g)], poison);
-    EXPECT_NE(v[static_cast<size_t>(g)], poison);
-    EXPECT_NE(v[static_cast<size_t>(n + g - 1)], poison);
+    EXPECT_EQ(v[static_cast<size_t>(g - 1)], stored);
+    EXPECT_EQ(v[static_cast<size_t>(n + g)], stored);
+    EXPECT_NE(v[static_cast<size_t>(g)], stored);
+    EXPECT_NE(v[static_cast<size_t>(n + g - 1)], stored);
   }
 }
 

@@ -36,8 +36,17 @@ TEST(CudaMMDiT, ForwardAndBackwardMatchTheCpuParameterByParameter) {
       ASSERT_EQ(pc.size(), pg.size());
       for (size_t i = 0; i < pc.size(); ++i) {
         ASSERT_TRUE(pg[i].second.device().is_cuda()) << pg[i].first;
-        auto r = all_close(ops::to(ops::to(pg[i].second.grad(), Device::cpu()), DType::F64),
-                           ops::to(pc[i].second.grad(), DType::F64), tol, tol);
+        const Tensor &gc = pc[i].second.grad(), &gg = pg[i].second.grad();
+        ASSERT_EQ(gg.defined(), gc.defined()) << "gradient defined on the " << (gc.defined() ? "CPU" : "GPU")
+                                              << " only: " << pc[i].first;
+        if (!gc.defined()) {  // unused on both: the last block's text queries, whose output is discarded
+          const std::string last = "transformer_blocks." + std::to_string(nn::MMDiTConfig::named(name).num_layers - 1);
+          EXPECT_TRUE(pc[i].first.rfind(last + ".attn.add_q_proj.", 0) == 0 ||
+                      pc[i].first.rfind(last + ".attn.norm_added_q.", 0) == 0)
+              << "no gradient for " << pc[i].first;
+          continue;
+        }
+        auto r = all_close(ops::to(ops::to(gg, Device::cpu()), DType::F64), ops::to(gc, DType::F64), tol, tol);
         ASSERT_TRUE(r) << "first diverging gradient: " << pc[i].first;
       }
     }
