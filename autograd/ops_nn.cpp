@@ -152,6 +152,21 @@ Tensor layer_norm_modulate(const Tensor& x, const Tensor& scale, const Tensor& s
     auto node = record("layer_norm_modulate", {x, scale, shift}, {&y});
     SavedTensor sx(x, false), ss(scale, false);
     node->backward = [=](const Grads& g, const std::vector<bool>& needs) -> Grads {
+      // the fused kernel where the device has one and no graph of the backward is wanted
+      if (!grad_enabled() && has_kernel<kernels::LayerNormModulateBwdKernel>(g[0].device(), g[0].dtype()) &&
+          g[0].size(2) <= kernels::kLayerNormModulateBwdMaxWidth) {
+        Tensor xv = contiguous_raw(sx.unpack("layer_norm_modulate")), sv = contiguous_raw(ss.unpack("layer_norm_modulate"));
+        Tensor gc = contiguous_raw(g[0]), gx, gs, gh;
+        if (needs[0]) gx = empty(xv.shape(), xv.dtype(), xv.device());
+        if (needs[1] || needs[2]) {
+          gs = empty(sv.shape(), sv.dtype(), sv.device());
+          gh = empty(sv.shape(), sv.dtype(), sv.device());
+        }
+        get_kernel<kernels::LayerNormModulateBwdKernel>(gc.device(), gc.dtype())(
+            xv.size(0), xv.size(1), xv.size(2), xv.data_ptr(), sv.data_ptr(), gc.data_ptr(), eps,
+            needs[0] ? gx.data_ptr() : nullptr, gs.defined() ? gs.data_ptr() : nullptr, gh.defined() ? gh.data_ptr() : nullptr);
+        return {gx, needs[1] ? gs : Tensor(), needs[2] ? gh : Tensor()};
+      }
       Tensor rstd, xhat = normalised(sx.unpack("layer_norm_modulate"), &rstd);
       Tensor gx, gs, gh;
       if (needs[1]) gs = sum(mul(g[0], xhat), {1});
@@ -197,6 +212,18 @@ Tensor gated_residual(const Tensor& x, const Tensor& gate, const Tensor& y) {
     node->backward = [=](const Grads& g, const std::vector<bool>& needs) -> Grads {
       Tensor gx, gg, gy;
       if (needs[0]) gx = g[0];
+      // the fused kernel where the device has one and no graph of the backward is wanted
+      if (!grad_enabled() && (needs[1] || needs[2]) &&
+          has_kernel<kernels::GatedResidualBwdKernel>(g[0].device(), g[0].dtype())) {
+        Tensor gc = contiguous_raw(g[0]), gv = contiguous_raw(sg.unpack("gated_residual"));
+        Tensor yv = contiguous_raw(sy.unpack("gated_residual"));
+        if (needs[1]) gg = empty(gv.shape(), gv.dtype(), gv.device());
+        if (needs[2]) gy = empty(gc.shape(), gc.dtype(), gc.device());
+        get_kernel<kernels::GatedResidualBwdKernel>(gc.device(), gc.dtype())(
+            gc.size(0), gc.size(1), gc.size(2), gc.data_ptr(), gv.data_ptr(), yv.data_ptr(),
+            needs[2] ? gy.data_ptr() : nullptr, needs[1] ? gg.data_ptr() : nullptr);
+        return {gx, gg, gy};
+      }
       if (needs[1]) gg = sum(mul(g[0], sy.unpack("gated_residual")), {1});
       if (needs[2]) gy = mul(g[0], unsqueeze(sg.unpack("gated_residual"), 1));
       return {gx, gg, gy};

@@ -58,6 +58,12 @@ inline double kernel_bytes(BinaryKernel, DType t, BinaryOp op, const Layout& a, 
 inline double kernel_bytes(CopyKernel, DType t, const Layout& dst, void*, const Layout& src, const void*, DType st) {
   return layout_numel(dst) * static_cast<double>(itemsize(t)) + touched_elements(src) * static_cast<double>(itemsize(st));
 }
+inline const char* kernel_label(UnaryKernel, const UnaryParams& p, const Layout&, const void*, void*) {
+  return unary_name(p.op);
+}
+inline const char* kernel_label(BinaryKernel, BinaryOp op, const Layout&, const void*, const Layout&, const void*, void*) {
+  return binary_name(op);
+}
 inline double kernel_bytes(FillKernel, DType t, int64_t n, void*, double) {
   return static_cast<double>(n) * static_cast<double>(itemsize(t));
 }

@@ -25,4 +25,17 @@ using GatedResidualFn = void (*)(int64_t batch, int64_t tokens, int64_t n, const
                                  const void* y, void* out);
 VGG_KERNEL_OP(GatedResidualKernel, "gated_residual", GatedResidualFn);
 
+// Fused backwards (GPU; the CPU composes them from differentiable ops). Sums over the tokens are
+// deterministic (fixed chunks, combined in order). Null outputs are not computed.
+// layer_norm_modulate: gx [batch, tokens, n] = rstd·(gm − mean(gm) − x̂·mean(gm·x̂)), gm = gy·(1 + scale),
+// gscale [batch, n] = Σ_t gy·x̂, gshift [batch, n] = Σ_t gy (gscale and gshift together or neither).
+constexpr int64_t kLayerNormModulateBwdMaxWidth = 12288;
+using LayerNormModulateBwdFn = void (*)(int64_t batch, int64_t tokens, int64_t n, const void* x, const void* scale,
+                                        const void* gy, double eps, void* gx, void* gscale, void* gshift);
+VGG_KERNEL_OP(LayerNormModulateBwdKernel, "layer_norm_modulate_bwd", LayerNormModulateBwdFn);
+// gated_residual: gy [batch, tokens, n] = g·gate, ggate [batch, n] = Σ_t g·y.
+using GatedResidualBwdFn = void (*)(int64_t batch, int64_t tokens, int64_t n, const void* g, const void* gate,
+                                    const void* y, void* gy, void* ggate);
+VGG_KERNEL_OP(GatedResidualBwdKernel, "gated_residual_bwd", GatedResidualBwdFn);
+
 }  // namespace vgg::kernels

@@ -51,6 +51,11 @@ struct has_bytes : std::false_type {};
 template <class Op, class... A>
 struct has_bytes<Op, std::tuple<A...>, std::void_t<decltype(kernel_bytes(Op{}, DType{}, std::declval<A>()...))>>
     : std::true_type {};
+template <class Op, class Args, class = void>
+struct has_label : std::false_type {};
+template <class Op, class... A>
+struct has_label<Op, std::tuple<A...>, std::void_t<decltype(kernel_label(Op{}, std::declval<A>()...))>>
+    : std::true_type {};
 }  // namespace detail
 
 // A looked-up kernel: calls the function, through the profiler when it is on.
@@ -68,7 +73,10 @@ struct KernelCall {
     double bytes = 0;
     // a contract may say how many bytes a call moves: kernel_bytes(Tag{}, dtype, args...) found by ADL
     if constexpr (detail::has_bytes<Op, std::tuple<A&&...>>::value) bytes = kernel_bytes(Op{}, dtype, a...);
-    profile::Scope s(Op::name, dev, dtype, bytes);
+    // and which variant a call is (unary:exp, binary:mul): kernel_label(Tag{}, args...) by ADL
+    const char* label = nullptr;
+    if constexpr (detail::has_label<Op, std::tuple<A&&...>>::value) label = kernel_label(Op{}, a...);
+    profile::Scope s(Op::name, label, dev, dtype, bytes);
     fn(std::forward<A>(a)...);
   }
 };

@@ -67,18 +67,20 @@ void print_at_exit() {
 
 void set_enabled(bool on) { detail::g_enabled = on; }
 
-Scope::Scope(const char* op, Device dev, DType dtype, double bytes) : gpu_(dev.is_cuda()) {
+Scope::Scope(const char* op, const char* label, Device dev, DType dtype, double bytes) : gpu_(dev.is_cuda()) {
   State& s = state();
   std::lock_guard<std::mutex> lock(s.mu);
   if (!s.exit_hook) {
     s.exit_hook = true;
     std::atexit(print_at_exit);
   }
-  auto key = std::make_tuple(std::string(op), static_cast<int>(dev.type), static_cast<int>(dtype));
+  std::string name(op);
+  if (label) name += std::string(":") + label;
+  auto key = std::make_tuple(name, static_cast<int>(dev.type), static_cast<int>(dtype));
   auto it = s.index.find(key);
   if (it == s.index.end()) {
     it = s.index.emplace(key, static_cast<int>(s.rows.size())).first;
-    s.rows.push_back({op, dev.type, dtype});
+    s.rows.push_back({name, dev.type, dtype});
   }
   slot_ = it->second;
   Row& r = s.rows[static_cast<size_t>(slot_)];

@@ -2,7 +2,7 @@
 // kernel call made through the registry (tensor/dispatch.h) is timed — CUDA events around GPU
 // kernels (their GPU time, without launch gaps), the steady clock around CPU kernels — and counted
 // with the bytes its contract says it moves. At exit the table is printed to stderr:
-//   op, device, dtype, calls, total ms, share of all kernel time, bytes moved, GB/s.
+//   op (with its variant, binary:mul), device, dtype, calls, total ms, share of all kernel time, bytes moved, GB/s.
 // Timing GPU work this way adds two event records per call; the numbers are kernel times, and the
 // run's wall time grows a little.
 #pragma once
@@ -38,7 +38,7 @@ std::string table();
 
 class Scope {
  public:
-  Scope(const char* op, Device dev, DType dtype, double bytes);
+  Scope(const char* op, const char* label, Device dev, DType dtype, double bytes);  // label may be null
   ~Scope();
   Scope(const Scope&) = delete;
   Scope& operator=(const Scope&) = delete;

@@ -401,26 +401,200 @@ void layer_norm_modulate_kernel(int64_t batch, int64_t tokens, int64_t n, const 
   check_launch("layer_norm_modulate");
 }
 
-// x + gate·y over [batch, tokens, n], one thread per element (grid-stride)
-template <class T>
-__global__ void gated_residual_k(int64_t total, int64_t tokens, int64_t n, const T* x, const T* gate, const T* y, T* out) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t j = i % n, b = i / (tokens * n);
-    out[i] = st<T>(ld(x + i) + ld(gate + b * n + j) * ld(y + i));
+// x + gate·y over [batch, tokens, n]: a thread owns 16 bytes of neighbouring columns (one vector
+// of gate, loaded once) and walks rows; grid x over column vectors and row chunks, grid y over batch.
+template <class T, int V>
+__global__ void gated_residual_k(int64_t tokens, int64_t n, int64_t rows_per_block, const T* x, const T* gate,
+                                 const T* y, T* out) {
+  const int64_t nv = n / V;
+  const int64_t cv = blockIdx.x % ((nv + kThreads - 1) / kThreads) * kThreads + threadIdx.x;
+  const int64_t chunk = blockIdx.x / ((nv + kThreads - 1) / kThreads);
+  if (cv >= nv) return;
+  const int64_t b = blockIdx.y, t0 = chunk * rows_per_block, t1 = t0 + rows_per_block < tokens ? t0 + rows_per_block : tokens;
+  union Pk {
+    typename std::conditional_t<V * sizeof(T) == 16, uint4, std::conditional_t<V * sizeof(T) == 8, uint2, uint32_t>> u;
+    T t[V];
+  };
+  Pk gp;
+  if constexpr (V > 1) gp.u = *reinterpret_cast<const decltype(gp.u)*>(gate + b * n + cv * V); else gp.t[0] = gate[b * n + cv];
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t off = (b * tokens + t) * n + cv * V;
+    Pk xp, yp, op;
+    if constexpr (V > 1) {
+      xp.u = *reinterpret_cast<const decltype(xp.u)*>(x + off);
+      yp.u = *reinterpret_cast<const decltype(yp.u)*>(y + off);
+    } else {
+      xp.t[0] = x[off];
+      yp.t[0] = y[off];
+    }
+#pragma unroll
+    for (int k = 0; k < V; ++k) op.t[k] = st<T>(ldv(xp.t[k]) + ldv(gp.t[k]) * ldv(yp.t[k]));
+    if constexpr (V > 1) *reinterpret_cast<decltype(op.u)*>(out + off) = op.u; else out[off] = op.t[0];
   }
+}
+
+// rows per block so that the grid fills the GPU a few times over
+int64_t rows_per_block_for(int64_t batch, int64_t tokens, int64_t col_blocks) {
+  const int64_t target = int64_t{4} * sm_count();
+  const int64_t per = (batch * col_blocks * tokens + target - 1) / target;
+  return std::max<int64_t>(1, std::min<int64_t>(per, tokens));
 }
 
 template <class T>
 void gated_residual_kernel(int64_t batch, int64_t tokens, int64_t n, const void* x, const void* gate, const void* y,
                            void* out) {
-  const int64_t total = batch * tokens * n;
-  if (total == 0) return;
-  const int64_t blocks = std::min<int64_t>((total + kThreads - 1) / kThreads, int64_t{1} << 20);
-  gated_residual_k<T><<<static_cast<unsigned>(blocks), kThreads>>>(total, tokens, n, static_cast<const T*>(x),
-                                                                   static_cast<const T*>(gate), static_cast<const T*>(y),
-                                                                   static_cast<T*>(out));
+  if (batch * tokens * n == 0) return;
+  VGG_CHECK(batch <= 65535, "gated_residual (CUDA): batch ", batch, " is more than one grid column");
+  constexpr int VW = 16 / sizeof(T);
+  const bool vec = VW > 1 && n % VW == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(y) % 16 == 0 && reinterpret_cast<uintptr_t>(gate) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(out) % 16 == 0;
+  const int64_t v = vec ? VW : 1, col_blocks = (n / v + kThreads - 1) / kThreads;
+  const int64_t rpb = rows_per_block_for(batch, tokens, col_blocks), chunks = (tokens + rpb - 1) / rpb;
+  const dim3 grid(static_cast<unsigned>(col_blocks * chunks), static_cast<unsigned>(batch));
+  auto xp = static_cast<const T*>(x), gp = static_cast<const T*>(gate), yp = static_cast<const T*>(y);
+  if (vec)
+    gated_residual_k<T, VW><<<grid, kThreads>>>(tokens, n, rpb, xp, gp, yp, static_cast<T*>(out));
+  else
+    gated_residual_k<T, 1><<<grid, kThreads>>>(tokens, n, rpb, xp, gp, yp, static_cast<T*>(out));
   check_launch("gated_residual");
+}
+
+// ---- fused backward of the adaLN modulation and of the gated residual ------------------------
+//
+// Both produce per-batch column sums over the tokens ([batch, n]); a block owns a chunk of rows,
+// keeps its columns' partial sums in shared memory (f32), and writes them to a workspace
+// [batch, chunks, n]; sum_chunks adds the chunks in order in double and rounds once
+// (deterministic, no atomics).
+
+template <class T>
+__global__ void sum_chunks(int64_t batch, int64_t chunks, int64_t n, const float* part, T* out) {
+  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= batch * n) return;
+  const int64_t b = i / n, j = i % n;
+  double s = 0;
+  for (int64_t c = 0; c < chunks; ++c) s += part[(b * chunks + c) * n + j];
+  out[i] = st<T>(static_cast<Cmp<T>>(s));
+}
+
+// layer_norm_modulate backward over one chunk of rows of one batch: gx = rstd·(gm − mean(gm) −
+// x̂·mean(gm·x̂)) with gm = gy·(1 + scale); column partials of gy·x̂ (gscale) and gy (gshift).
+// Statistics as the forward (row_stats), arithmetic in the compute type.
+template <class T>
+__global__ void ln_modulate_bwd_rows(int64_t tokens, int64_t n, int64_t rows_per_block, const T* x, const T* scale,
+                                     const T* gy, double eps, T* gx, float* part_s, float* part_h) {
+  using V = Cmp<T>;
+  extern __shared__ float colacc[];  // [2][n]: Σ gy·x̂, Σ gy
+  const int64_t b = blockIdx.y, chunk = blockIdx.x, chunks = gridDim.x;
+  const int64_t t0 = chunk * rows_per_block, t1 = t0 + rows_per_block < tokens ? t0 + rows_per_block : tokens;
+  const bool cols = part_s != nullptr;
+  if (cols)
+    for (int64_t j = threadIdx.x; j < 2 * n; j += kThreads) colacc[j] = 0;
+  const T* sc = scale + b * n;
+  for (int64_t t = t0; t < t1; ++t) {
+    const T* xr = x + (b * tokens + t) * n;
+    const T* gr = gy + (b * tokens + t) * n;
+    V mean, rstd;
+    row_stats(xr, n, eps, &mean, &rstd);
+    V a1 = 0, a2 = 0;
+    for (int64_t j = threadIdx.x; j < n; j += kThreads) {
+      const V xh = (ld(xr + j) - mean) * rstd, g = ld(gr + j), gm = g * (V(1) + ld(sc + j));
+      a1 += gm;
+      a2 += gm * xh;
+      if (cols) {
+        colacc[j] += static_cast<float>(g * xh);
+        colacc[n + j] += static_cast<float>(g);
+      }
+    }
+    if (gx) {
+      const V m1 = block_reduce<V, false>(a1) / static_cast<V>(n), m2 = block_reduce<V, false>(a2) / static_cast<V>(n);
+      T* orow = gx + (b * tokens + t) * n;
+      for (int64_t j = threadIdx.x; j < n; j += kThreads) {
+        const V xh = (ld(xr + j) - mean) * rstd, gm = ld(gr + j) * (V(1) + ld(sc + j));
+        orow[j] = st<T>(rstd * (gm - m1 - xh * m2));
+      }
+    }
+  }
+  if (!cols) return;
+  __syncthreads();
+  for (int64_t j = threadIdx.x; j < n; j += kThreads) {
+    part_s[(b * chunks + chunk) * n + j] = colacc[j];
+    part_h[(b * chunks + chunk) * n + j] = colacc[n + j];
+  }
+}
+
+template <class T>
+void layer_norm_modulate_bwd_kernel(int64_t batch, int64_t tokens, int64_t n, const void* x, const void* scale,
+                                    const void* gy, double eps, void* gx, void* gscale, void* gshift) {
+  if (batch * tokens == 0 || n == 0) return;
+  VGG_CHECK(n <= kLayerNormModulateBwdMaxWidth, "layer_norm_modulate backward (CUDA): width ", n, " is over ",
+            kLayerNormModulateBwdMaxWidth);
+  VGG_CHECK(batch <= 65535, "layer_norm_modulate backward (CUDA): batch ", batch, " is more than one grid column");
+  VGG_CHECK((gscale == nullptr) == (gshift == nullptr), "layer_norm_modulate backward (CUDA): gscale and gshift go together");
+  const int64_t rpb = rows_per_block_for(batch, tokens, 1), chunks = (tokens + rpb - 1) / rpb;
+  std::unique_ptr<Workspace> ws;
+  float *ps = nullptr, *ph = nullptr;
+  if (gscale) {
+    ws = std::make_unique<Workspace>(static_cast<size_t>(2 * batch * chunks * n) * sizeof(float));
+    ps = static_cast<float*>(ws->p);
+    ph = ps + batch * chunks * n;
+  }
+  const size_t smem = gscale ? static_cast<size_t>(2 * n) * sizeof(float) : 0;
+  if (smem > 48 * 1024)
+    cudaFuncSetAttribute(ln_modulate_bwd_rows<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  ln_modulate_bwd_rows<T><<<dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(batch)), kThreads, smem>>>(
+      tokens, n, rpb, static_cast<const T*>(x), static_cast<const T*>(scale), static_cast<const T*>(gy), eps,
+      static_cast<T*>(gx), ps, ph);
+  if (gscale) {
+    const unsigned g = static_cast<unsigned>((batch * n + kThreads - 1) / kThreads);
+    sum_chunks<T><<<g, kThreads>>>(batch, chunks, n, ps, static_cast<T*>(gscale));
+    sum_chunks<T><<<g, kThreads>>>(batch, chunks, n, ph, static_cast<T*>(gshift));
+  }
+  check_launch("layer_norm_modulate backward");
+}
+
+// gated residual backward: gy = g·gate (broadcast over tokens), ggate = Σ_t g·y; a thread owns one
+// column of a chunk of rows (coalesced across the warp), partials in a register
+template <class T>
+__global__ void gated_residual_bwd_k(int64_t tokens, int64_t n, int64_t rows_per_block, const T* g, const T* gate,
+                                     const T* y, T* gy, float* part) {
+  using V = Cmp<T>;
+  const int64_t col_blocks = (n + kThreads - 1) / kThreads;
+  const int64_t j = blockIdx.x % col_blocks * kThreads + threadIdx.x, chunk = blockIdx.x / col_blocks;
+  const int64_t chunks = gridDim.x / col_blocks;
+  if (j >= n) return;
+  const int64_t b = blockIdx.y, t0 = chunk * rows_per_block, t1 = t0 + rows_per_block < tokens ? t0 + rows_per_block : tokens;
+  const V gt = ld(gate + b * n + j);
+  V acc = 0;
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t off = (b * tokens + t) * n + j;
+    const V gv = ld(g + off);
+    if (gy) gy[off] = st<T>(gv * gt);
+    if (part) acc += gv * ld(y + off);
+  }
+  if (part) part[(b * chunks + chunk) * n + j] = static_cast<float>(acc);
+}
+
+template <class T>
+void gated_residual_bwd_kernel(int64_t batch, int64_t tokens, int64_t n, const void* g, const void* gate, const void* y,
+                               void* gy, void* ggate) {
+  if (batch * tokens * n == 0) return;
+  VGG_CHECK(batch <= 65535, "gated_residual backward (CUDA): batch ", batch, " is more than one grid column");
+  const int64_t col_blocks = (n + kThreads - 1) / kThreads;
+  const int64_t rpb = rows_per_block_for(batch, tokens, col_blocks), chunks = (tokens + rpb - 1) / rpb;
+  std::unique_ptr<Workspace> ws;
+  float* part = nullptr;
+  if (ggate) {
+    ws = std::make_unique<Workspace>(static_cast<size_t>(batch * chunks * n) * sizeof(float));
+    part = static_cast<float*>(ws->p);
+  }
+  gated_residual_bwd_k<T><<<dim3(static_cast<unsigned>(col_blocks * chunks), static_cast<unsigned>(batch)), kThreads>>>(
+      tokens, n, rpb, static_cast<const T*>(g), static_cast<const T*>(gate), static_cast<const T*>(y), static_cast<T*>(gy),
+      part);
+  if (ggate)
+    sum_chunks<T><<<static_cast<unsigned>((batch * n + kThreads - 1) / kThreads), kThreads>>>(batch, chunks, n, part,
+                                                                                          static_cast<T*>(ggate));
+  check_launch("gated_residual backward");
 }
 
 template <class T>
@@ -457,6 +631,12 @@ VGG_REGISTER_KERNEL(LayerNormKernel, CUDA, BF16, (&layer_norm_kernel<bf16>));
 VGG_REGISTER_KERNEL(GatedResidualKernel, CUDA, F32, (&gated_residual_kernel<float>));
 VGG_REGISTER_KERNEL(GatedResidualKernel, CUDA, F64, (&gated_residual_kernel<double>));
 VGG_REGISTER_KERNEL(GatedResidualKernel, CUDA, BF16, (&gated_residual_kernel<bf16>));
+VGG_REGISTER_KERNEL(GatedResidualBwdKernel, CUDA, F32, (&gated_residual_bwd_kernel<float>));
+VGG_REGISTER_KERNEL(GatedResidualBwdKernel, CUDA, F64, (&gated_residual_bwd_kernel<double>));
+VGG_REGISTER_KERNEL(GatedResidualBwdKernel, CUDA, BF16, (&gated_residual_bwd_kernel<bf16>));
+VGG_REGISTER_KERNEL(LayerNormModulateBwdKernel, CUDA, F32, (&layer_norm_modulate_bwd_kernel<float>));
+VGG_REGISTER_KERNEL(LayerNormModulateBwdKernel, CUDA, F64, (&layer_norm_modulate_bwd_kernel<double>));
+VGG_REGISTER_KERNEL(LayerNormModulateBwdKernel, CUDA, BF16, (&layer_norm_modulate_bwd_kernel<bf16>));
 VGG_REGISTER_KERNEL(LayerNormModulateKernel, CUDA, F32, (&layer_norm_modulate_kernel<float>));
 VGG_REGISTER_KERNEL(LayerNormModulateKernel, CUDA, F64, (&layer_norm_modulate_kernel<double>));
 VGG_REGISTER_KERNEL(LayerNormModulateKernel, CUDA, BF16, (&layer_norm_modulate_kernel<bf16>));

@@ -107,6 +107,13 @@ std::vector<ParityCase> cases() {
         Tensor img = reshape(contiguous(narrow(reshape(contiguous(x), {-1}), 0, 0, 2 * 3 * 7 * 9)), {2, 3, 7, 9});
         return col2im(im2col(img, 3, 2, {2, 1, 1, 1}), {2, 3, 7, 9}, 3, 2, {2, 1, 1, 1});
       }),
+      // non-overlapping patches (the MMDiT's patch embedding): one GEMM over a permuted view on the GPU
+      U("conv2d_patch", [](const Tensor& x) {
+        Tensor xx = reshape(narrow(narrow(x, 0, 0, 24), 1, 0, 24), {2, 3, 12, 8});
+        Tensor w = reshape(narrow(narrow(x, 0, 24, 5), 1, 0, 24), {10, 3, 2, 2});
+        Tensor b = reshape(narrow(narrow(x, 1, 24, 1), 0, 0, 10), {10});
+        return conv2d(xx, w, b, {2, 2, 0, 0});
+      }, -2, 2, 2),
       U("avg_pool2d_adjoint", [](const Tensor& x) {
         Tensor img = reshape(contiguous(narrow(reshape(contiguous(x), {-1}), 0, 0, 2 * 3 * 11 * 9)), {2, 3, 11, 9});
         Tensor y = avg_pool2d(img, 3, 2, {2, 1, 1, 0});
@@ -137,6 +144,24 @@ std::vector<ParityCase> cases() {
         Tensor y3 = reshape(narrow(x, 0, 12, 12), {2, 6, x.size(1)});
         return gated_residual(x3, narrow(x, 0, 24, 2), y3);
       }),
+      // the fused backwards on the GPU against the CPU's composed ones: gradients of sum(y ⊙ R) for
+      // every input (bf16: the CPU rounds each composed step, hence the wider band)
+      U("layer_norm_modulate_backward", [](const Tensor& x) {
+        Tensor x3 = contiguous(reshape(narrow(x, 0, 0, 24), {2, 12, x.size(1)})).detach().requires_grad_(true);
+        Tensor sc = contiguous(narrow(x, 0, 24, 2)).detach().requires_grad_(true);
+        Tensor sh = contiguous(narrow(x, 0, 26, 2)).detach().requires_grad_(true);
+        Tensor R = contiguous(reshape(narrow(x, 0, 3, 24), {2, 12, x.size(1)})).detach();
+        auto g = grad({sum(mul(layer_norm_modulate(x3, sc, sh), R))}, {x3, sc, sh});
+        return cat({reshape(g[0], {-1}), reshape(g[1], {-1}), reshape(g[2], {-1})}, 0);
+      }, -2, 2, 4),
+      U("gated_residual_backward", [](const Tensor& x) {
+        Tensor x3 = contiguous(reshape(narrow(x, 0, 0, 12), {2, 6, x.size(1)})).detach().requires_grad_(true);
+        Tensor y3 = contiguous(reshape(narrow(x, 0, 12, 12), {2, 6, x.size(1)})).detach().requires_grad_(true);
+        Tensor gt = contiguous(narrow(x, 0, 24, 2)).detach().requires_grad_(true);
+        Tensor R = contiguous(reshape(narrow(x, 0, 5, 12), {2, 6, x.size(1)})).detach();
+        auto g = grad({sum(mul(gated_residual(x3, gt, y3), R))}, {x3, gt, y3});
+        return cat({reshape(g[0], {-1}), reshape(g[1], {-1}), reshape(g[2], {-1})}, 0);
+      }, -2, 2, 4),
       U("rms_norm", [](const Tensor& x) { return rms_norm(x, {x.size(1)}, reshape(contiguous(narrow(x, 0, 2, 1)), {x.size(1)})); }),
   };
 }

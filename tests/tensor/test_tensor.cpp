@@ -173,16 +173,16 @@ TEST(Profile, TimesEveryKernelCallWithItsBytes) {
   (void)ops::mul(a, b);  // not counted
   std::map<std::string, profile::Row> by_op;
   for (const auto& r : profile::rows()) by_op[r.op] = r;
-  ASSERT_TRUE(by_op.count("binary") && by_op.count("fill") && by_op.count("reduce"));
-  EXPECT_EQ(by_op["binary"].calls, 1);
-  EXPECT_EQ(by_op["binary"].dev, DeviceType::CPU);
-  EXPECT_DOUBLE_EQ(by_op["binary"].bytes, (64 * 32 + 32 + 64 * 32) * 4.0);  // a, the broadcast row once, out
+  ASSERT_TRUE(by_op.count("binary:mul") && by_op.count("fill") && by_op.count("reduce"));
+  EXPECT_EQ(by_op["binary:mul"].calls, 1);
+  EXPECT_EQ(by_op["binary:mul"].dev, DeviceType::CPU);
+  EXPECT_DOUBLE_EQ(by_op["binary:mul"].bytes, (64 * 32 + 32 + 64 * 32) * 4.0);  // a, the broadcast row once, out
   EXPECT_EQ(by_op["fill"].calls, 2);
   EXPECT_DOUBLE_EQ(by_op["fill"].bytes, (64 * 32 + 32) * 4.0);
   EXPECT_DOUBLE_EQ(by_op["reduce"].bytes, (64 * 32 + 32) * 4.0);
-  EXPECT_GE(by_op["binary"].ms, 0.0);
+  EXPECT_GE(by_op["binary:mul"].ms, 0.0);
   const std::string t = profile::table();
-  EXPECT_NE(t.find("| binary | cpu | f32 | 1 |"), std::string::npos) << t;
+  EXPECT_NE(t.find("| binary:mul | cpu | f32 | 1 |"), std::string::npos) << t;
   EXPECT_NE(t.find("kernel calls"), std::string::npos);
   profile::reset();
   EXPECT_TRUE(profile::table().empty());

@@ -113,8 +113,8 @@ def torch_time(op, dt, d, reps):
         fn = lambda: x.clone()  # noqa: E731
     elif op == "bcast_mul":
         x = torch.randn(2, d[0] // 2, d[1], device=dev, dtype=dtype, generator=g)
-        s = torch.randn(2, 1, d[1], device=dev, dtype=dtype, generator=g)
-        fn = lambda: x * s  # noqa: E731
+        sc = torch.randn(2, 1, d[1], device=dev, dtype=dtype, generator=g)
+        fn = lambda: x * sc  # noqa: E731
     elif op == "permute":
         x = torch.randn(2, d[0] // 2, d[1] // 64, 64, device=dev, dtype=dtype, generator=g)
         fn = lambda: x.permute(0, 2, 1, 3).contiguous()  # noqa: E731
