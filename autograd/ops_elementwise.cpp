@@ -128,8 +128,11 @@ Tensor gelu(const Tensor& x, bool tanh_approximation) {
     });
   }
   // y = ½x(1 + tanh u) = x·σ(2u), u = k(x + c x³); dy/dx is its own op (one fused pass)
-  return unary_op("gelu_tanh", x, {UnaryOp::GeluTanh}, true,
-                  [](const Tensor& g, const Tensor& x, const Tensor&) { return mul(g, detail::gelu_tanh_grad(x)); });
+  // without a graph of the backward on a GPU: g·dy/dx in one pass (one read of g and x, one write)
+  return unary_op("gelu_tanh", x, {UnaryOp::GeluTanh}, true, [](const Tensor& g, const Tensor& x, const Tensor&) {
+    if (!grad_enabled() && g.device().is_cuda() && g.shape() == x.shape()) return binary_raw(BinaryOp::GeluTanhBwd, g, x);
+    return mul(g, detail::gelu_tanh_grad(x));
+  });
 }
 
 namespace detail {

@@ -25,7 +25,9 @@ struct UnaryParams {
 };
 const char* unary_name(UnaryOp op);
 
-enum class BinaryOp : uint8_t { Add, Sub, Mul, Div, Pow, Maximum, Minimum, Eq, Ne, Lt, Le, Gt, Ge };
+// GeluTanhBwd: a·gelu_tanh'(b) (the upstream gradient a times the derivative at the input b): the
+// GELU backward in one pass, used where no graph of the backward is wanted
+enum class BinaryOp : uint8_t { Add, Sub, Mul, Div, Pow, Maximum, Minimum, GeluTanhBwd, Eq, Ne, Lt, Le, Gt, Ge };
 const char* binary_name(BinaryOp op);
 inline bool is_comparison(BinaryOp op) { return op >= BinaryOp::Eq; }
 

@@ -18,7 +18,7 @@ const char* unary_name(UnaryOp op) {
   return names[static_cast<int>(op)];
 }
 const char* binary_name(BinaryOp op) {
-  static const char* names[] = {"add", "sub", "mul", "div", "pow", "maximum", "minimum",
+  static const char* names[] = {"add", "sub", "mul", "div", "pow", "maximum", "minimum", "gelu_tanh_bwd",
                                 "eq",  "ne",  "lt",  "le",  "gt",  "ge"};
   return names[static_cast<int>(op)];
 }
@@ -147,6 +147,12 @@ void binary_kernel(BinaryOp op, const Layout& al, const void* ap, const Layout& 
       return binary_loop<T, T>(al, ap, bl, bp, out, [](V x, V y) { return (x != x || x > y) ? x : y; });
     case BinaryOp::Minimum:
       return binary_loop<T, T>(al, ap, bl, bp, out, [](V x, V y) { return (x != x || x < y) ? x : y; });
+    case BinaryOp::GeluTanhBwd:
+      return binary_loop<T, T>(al, ap, bl, bp, out, [](V g, V x) {
+        const V one = V(1), k2 = V(2 * 0.7978845608028654), c = V(0.044715), c3 = V(3 * 0.044715);
+        const V s = one / (one + std::exp(-k2 * (x + c * x * x * x)));
+        return g * (s + x * s * (one - s) * k2 * (one + c3 * x * x));
+      });
     case BinaryOp::Eq: return binary_loop<T, bool>(al, ap, bl, bp, out, [](V x, V y) { return x == y; });
     case BinaryOp::Ne: return binary_loop<T, bool>(al, ap, bl, bp, out, [](V x, V y) { return x != y; });
     case BinaryOp::Lt: return binary_loop<T, bool>(al, ap, bl, bp, out, [](V x, V y) { return x < y; });

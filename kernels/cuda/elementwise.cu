@@ -270,6 +270,11 @@ __device__ __forceinline__ V binary_op(BinaryOp op, V x, V y) {
     case BinaryOp::Pow: return pow(x, y);
     case BinaryOp::Maximum: return (x != x || x > y) ? x : y;
     case BinaryOp::Minimum: return (x != x || x < y) ? x : y;
+    case BinaryOp::GeluTanhBwd: {  // x: the upstream gradient, y: the input
+      const V one = V(1), k2 = V(2 * 0.7978845608028654);
+      const V s = one / (one + exp(-k2 * (y + V(0.044715) * y * y * y)));
+      return x * (s + y * s * (one - s) * k2 * (one + V(3 * 0.044715) * y * y));
+    }
     case BinaryOp::Eq: return V(x == y);
     case BinaryOp::Ne: return V(x != y);
     case BinaryOp::Lt: return V(x < y);

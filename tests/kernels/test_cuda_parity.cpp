@@ -154,6 +154,11 @@ std::vector<ParityCase> cases() {
         auto g = grad({sum(mul(layer_norm_modulate(x3, sc, sh), R))}, {x3, sc, sh});
         return cat({reshape(g[0], {-1}), reshape(g[1], {-1}), reshape(g[2], {-1})}, 0);
       }, -2, 2, 4),
+      U("gelu_tanh_backward", [](const Tensor& x) {  // one fused pass on the GPU, composed on the CPU
+        Tensor xv = contiguous(x).detach().requires_grad_(true);
+        Tensor R = contiguous(transpose(contiguous(transpose(x, 0, 1)), 0, 1)).detach();
+        return grad({sum(mul(gelu(xv, true), mul(R, 0.5)))}, {xv})[0];
+      }, -3, 3, 2),
       U("gated_residual_backward", [](const Tensor& x) {
         Tensor x3 = contiguous(reshape(narrow(x, 0, 0, 12), {2, 6, x.size(1)})).detach().requires_grad_(true);
         Tensor y3 = contiguous(reshape(narrow(x, 0, 12, 12), {2, 6, x.size(1)})).detach().requires_grad_(true);
