@@ -75,6 +75,9 @@ Tensor sum_to(const Tensor& x, const Shape& shape);
 // ---- linear algebra -------------------------------------------------------------------
 // NumPy matmul semantics: 1-D operands are promoted, batch dims broadcast.
 Tensor matmul(const Tensor& a, const Tensor& b);
+// A linear layer: x [..., in] · wᵀ (w [out, in]) + b ([out] or undefined). On a GPU one GEMM with
+// the bias in its epilogue; elsewhere matmul then add (the same numbers as composing them).
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
 
 // ---- neural-network ops -----------------------------------------------------------------
 Tensor softmax(const Tensor& x, int64_t dim);

@@ -53,8 +53,8 @@ Operand operand(Tensor t) {
   return o;
 }
 
-// a [..., m, k] @ b [..., k, n], both at least 2-D.
-Tensor mm_raw(const Tensor& a, const Tensor& b) {
+// a [..., m, k] @ b [..., k, n], both at least 2-D (+ bias [n] on every row when defined).
+Tensor mm_raw(const Tensor& a, const Tensor& b, const Tensor& bias = Tensor()) {
   const int64_t m = a.shape()[a.dim() - 2], k = a.shape()[a.dim() - 1], n = b.shape()[b.dim() - 1];
   Shape ab(a.shape().begin(), a.shape().end() - 2), bb(b.shape().begin(), b.shape().end() - 2);
   Shape batch = broadcast_shapes(ab, bb, "matmul");
@@ -78,6 +78,8 @@ Tensor mm_raw(const Tensor& a, const Tensor& b) {
   g.stride_a = A.batch_stride;
   g.stride_b = B.batch_stride;
   g.stride_c = m * n;
+  Tensor bc = bias.defined() ? contiguous_raw(bias) : Tensor();
+  if (bc.defined()) g.bias = bc.data_ptr();
   get_kernel<kernels::GemmKernel>(a.device(), a.dtype())(g, A.t.data_ptr(), B.t.data_ptr(), c.data_ptr());
   return c;
 }
@@ -121,6 +123,46 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
     return reshape(mm(reshape(a, {-1, ka}), b), out);
   }
   return mm(a, b);
+}
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
+  detail::check_same("linear", x, w);
+  detail::check_float("linear", x);
+  VGG_CHECK(w.dim() == 2 && x.dim() >= 1 && x.shape().back() == w.size(1), "linear: input ", describe(x),
+            " must end in the weight's ", w.dim() == 2 ? w.size(1) : -1, " input features (weight ", describe(w), ")");
+  if (b.defined()) {
+    detail::check_same("linear", x, b);
+    VGG_CHECK(b.shape() == Shape{w.size(0)}, "linear: bias ", describe(b), " must be [", w.size(0), "]");
+  }
+  const int64_t in = w.size(1), out = w.size(0);
+  // composed: without a bias, on the CPU (the reference numbers), or with nothing to multiply
+  if (!b.defined() || !x.device().is_cuda() || in == 0) {
+    Tensor y = matmul(x, transpose(w, 0, 1));
+    return b.defined() ? add(y, b) : y;
+  }
+  Shape os(x.shape().begin(), x.shape().end() - 1);
+  os.push_back(out);
+  Tensor x2 = reshape(x, {-1, in});
+  Tensor y = reshape(mm_raw(x2, transpose(w, 0, 1), b), os);
+  if (any_requires_grad({&x, &w, &b})) {
+    auto node = record("linear", {x, w, b}, {&y});
+    SavedTensor sx(x, false), sw(w, false);
+    Shape xs = x.shape();
+    node->backward = [=](const Grads& g, const std::vector<bool>& needs) -> Grads {
+      Tensor g2 = reshape(g[0], {-1, out}), gx, gw, gb;
+      if (needs[0]) gx = reshape(matmul(g2, sw.unpack("linear")), xs);
+      if (needs[1]) gw = matmul(transpose(g2, 0, 1), reshape(sx.unpack("linear"), {-1, in}));
+      if (needs[2]) gb = sum(g2, {0});
+      return {gx, gw, gb};
+    };
+  }
+  // t_y = t_x·wᵀ + x·t_wᵀ + t_b
+  detail::forward_rule("linear", {&x, &w, &b}, y, [&](const std::vector<Tensor>& t) {
+    Tensor ty = detail::add_terms(t[0].defined() ? linear(t[0], w) : Tensor(), t[1].defined() ? linear(x, t[1]) : Tensor());
+    if (t[2].defined()) ty = detail::add_terms(ty, detail::fit(t[2], y.shape()));
+    return ty;
+  });
+  return y;
 }
 
 }  // namespace vgg::ops

@@ -14,6 +14,9 @@ struct GemmArgs {
   int64_t lda = 0, ldb = 0, ldc = 0;
   int64_t stride_a = 0, stride_b = 0, stride_c = 0;
   double alpha = 1, beta = 0;
+  // optional [n] vector of the GEMM's dtype added to every row of every C (after alpha·AB + beta·C;
+  // bf16: in f32, one rounding): the bias of a linear layer, fused (cuBLASLt's bias epilogue)
+  const void* bias = nullptr;
 };
 using GemmFn = void (*)(const GemmArgs& g, const void* a, const void* b, void* c);
 VGG_KERNEL_OP(GemmKernel, "gemm", GemmFn);

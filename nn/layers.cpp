@@ -106,8 +106,7 @@ Tensor Linear::base_forward(const Tensor& x) const {
   const Tensor w = compute(weight);
   VGG_CHECK(x.dtype() == w.dtype(), "Linear(", in_, " -> ", out_, "): input is ", dtype_name(x.dtype()),
             " but the layer computes in ", dtype_name(w.dtype()));
-  Tensor y = ops::matmul(x, ops::transpose(w, 0, 1));
-  return bias.defined() ? ops::add(y, compute(bias)) : y;
+  return ops::linear(x, w, bias.defined() ? compute(bias) : Tensor());
 }
 
 Tensor Linear::forward(const Tensor& x) { return base_forward(x); }

@@ -34,9 +34,15 @@ void batched(const GemmArgs& g, const void* a, const void* b, void* c, F one) {
           T& cij = Cm[bi * g.stride_c + i * g.ldc + j];
           cij = g.beta == 0 ? T(0) : static_cast<T>(g.beta) * cij;
         }
-    return;
+  } else {
+    for (int64_t bi = 0; bi < g.batch; ++bi) one(g, A + bi * g.stride_a, B + bi * g.stride_b, Cm + bi * g.stride_c);
   }
-  for (int64_t bi = 0; bi < g.batch; ++bi) one(g, A + bi * g.stride_a, B + bi * g.stride_b, Cm + bi * g.stride_c);
+  if (g.bias) {
+    const T* bias = static_cast<const T*>(g.bias);
+    for (int64_t bi = 0; bi < g.batch; ++bi)
+      for (int64_t i = 0; i < g.m; ++i)
+        for (int64_t j = 0; j < g.n; ++j) Cm[bi * g.stride_c + i * g.ldc + j] += bias[j];
+  }
 }
 
 void gemm_f32(const GemmArgs& g, const void* a, const void* b, void* c) { batched<float>(g, a, b, c, sgemm_one); }
@@ -68,6 +74,9 @@ void gemm_bf16(const GemmArgs& g, const void* a, const void* b, void* c) {
     } else {
       sgemm_one(h, fa.data(), fb.data(), fc.data());
     }
+    if (g.bias)
+      for (int64_t i = 0; i < g.m; ++i)
+        for (int64_t j = 0; j < g.n; ++j) fc[i * g.n + j] += static_cast<float>(static_cast<const bf16*>(g.bias)[j]);
     for (int64_t i = 0; i < g.m; ++i)
       for (int64_t j = 0; j < g.n; ++j) Cm[bi * g.stride_c + i * g.ldc + j] = bf16(fc[i * g.n + j]);
   }

@@ -40,11 +40,12 @@ struct PlanKey {
   bool trans_a, trans_b;
   int64_t lda, ldb, ldc, stride_a, stride_b, stride_c;
   uint32_t align_a, align_b, align_c;
+  bool bias;
   bool operator==(const PlanKey& o) const {
     return dtype == o.dtype && batch == o.batch && m == o.m && n == o.n && k == o.k && trans_a == o.trans_a &&
            trans_b == o.trans_b && lda == o.lda && ldb == o.ldb && ldc == o.ldc && stride_a == o.stride_a &&
            stride_b == o.stride_b && stride_c == o.stride_c && align_a == o.align_a && align_b == o.align_b &&
-           align_c == o.align_c;
+           align_c == o.align_c && bias == o.bias;
   }
 };
 struct PlanKeyHash {
@@ -55,7 +56,8 @@ struct PlanKeyHash {
     for (int64_t v : {k.batch, k.m, k.n, k.k, k.lda, k.ldb, k.ldc, k.stride_a, k.stride_b, k.stride_c})
       mix(static_cast<uint64_t>(v));
     mix((k.trans_a ? 1u : 0u) | (k.trans_b ? 2u : 0u) | (static_cast<uint64_t>(k.align_a) << 2) |
-        (static_cast<uint64_t>(k.align_b) << 12) | (static_cast<uint64_t>(k.align_c) << 22));
+        (static_cast<uint64_t>(k.align_b) << 12) | (static_cast<uint64_t>(k.align_c) << 22) |
+        (static_cast<uint64_t>(k.bias) << 32));
     return static_cast<size_t>(h);
   }
 };
@@ -179,6 +181,7 @@ void gemm_kernel(const GemmArgs& g, const void* a, const void* b, void* c) {
   else
     dt = CUDA_R_16BF, ct = CUBLAS_COMPUTE_32F, scale = CUDA_R_32F;
   VGG_CHECK(g.k > 0 || g.beta == 0, "gemm (CUDA): k = 0 with beta != 0 is not supported");
+  VGG_CHECK(g.k > 0 || g.bias == nullptr, "gemm (CUDA): k = 0 with a bias is not supported");
   if (g.k == 0) {  // C = 0: no GEMM to run
     const size_t row = static_cast<size_t>(g.n) * sizeof(T);
     for (int64_t i = 0; i < g.batch; ++i)
@@ -190,13 +193,19 @@ void gemm_kernel(const GemmArgs& g, const void* a, const void* b, void* c) {
   DeviceLt& lt = lt_for_current_device();
   const PlanKey key{static_cast<int>(sizeof(T)) * 16 + (std::is_same_v<T, __nv_bfloat16> ? 1 : 0),
                     g.batch, g.m, g.n, g.k, g.trans_a, g.trans_b, g.lda, g.ldb, g.ldc,
-                    g.stride_a, g.stride_b, g.stride_c, alignment(a), alignment(b), alignment(c)};
+                    g.stride_a, g.stride_b, g.stride_c, alignment(a), alignment(b), alignment(c), g.bias != nullptr};
   const Plan& plan = lt.plan(key, [&](Plan& d) {
     check(cublasLtMatmulDescCreate(&d.op, ct, scale), "matmul desc");
     // the swapped problem: first operand = B, second = A, flags as given
     const cublasOperation_t op_first = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, op_second = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
     check(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSA, &op_first, sizeof op_first), "transa");
     check(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSB, &op_second, sizeof op_second), "transb");
+    if (key.bias) {  // the bias runs along the rows of the swapped problem's column-major C (n of them)
+      const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+      check(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi), "epilogue");
+      const void* any = g.bias;  // a placeholder for the heuristic; each call sets its own
+      check(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &any, sizeof any), "bias pointer");
+    }
     // stored shapes, column-major: B is (trans_b ? k x n : n x k), A is (trans_a ? m x k : k x m), C is n x m
     check(cublasLtMatrixLayoutCreate(&d.a, dt, g.trans_b ? g.k : g.n, g.trans_b ? g.n : g.k, g.ldb), "layout B");
     check(cublasLtMatrixLayoutCreate(&d.b, dt, g.trans_a ? g.m : g.k, g.trans_a ? g.k : g.m, g.lda), "layout A");
@@ -231,6 +240,11 @@ void gemm_kernel(const GemmArgs& g, const void* a, const void* b, void* c) {
   const double alpha_d = g.alpha, beta_d = g.beta;
   const void* alpha = std::is_same_v<T, double> ? static_cast<const void*>(&alpha_d) : &alpha_f;
   const void* beta = std::is_same_v<T, double> ? static_cast<const void*>(&beta_d) : &beta_f;
+  std::unique_lock<std::mutex> lock(lt.mu, std::defer_lock);
+  if (g.bias) {  // the plan's descriptor is shared: its bias pointer is set and used under the lock
+    lock.lock();
+    check(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g.bias, sizeof g.bias), "bias pointer");
+  }
   check(cublasLtMatmul(lt.handle, plan.op, alpha, b, plan.a, a, plan.b, beta, c, plan.c, c, plan.c, &plan.algo,
                        lt.workspace, lt.workspace_bytes, 0),
         "matmul");

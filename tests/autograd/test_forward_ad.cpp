@@ -125,6 +125,8 @@ std::vector<JvpCase> cases() {
       BINARY("matmul_vec_mat", matmul(a, b), rnd({4}, 88), rnd({4, 3}, 89)),
       BINARY("matmul_mat_vec", matmul(a, b), rnd({3, 4}, 90), rnd({4}, 91)),
       BINARY("matmul_dot", matmul(a, b), rnd({5}, 92), rnd({5}, 93)),
+      TERNARY("linear", linear(a, b, c), rnd({2, 3, 4}, 96), rnd({5, 4}, 97), rnd({5}, 98)),
+      BINARY("linear_nobias", linear(a, b), rnd({3, 4}, 99), rnd({2, 4}, 100)),
       BINARY("matmul_transposed", matmul(transpose(a, 0, 1), transpose(b, 0, 1)), rnd({4, 3}, 94), rnd({2, 4}, 95)),
       // ---- neural-network ops
       UNARY("softmax", softmax(x, -1), rnd({3, 4}, 100)),

@@ -83,6 +83,8 @@ std::vector<Case> cases() {
       UNARY("norm_inf", norm(x, INFINITY, {0}), rnd({3, 4}, 62)),
       // matmul
       BINARY("matmul", matmul(a, b), rnd({3, 4}, 70), rnd({4, 2}, 71)),
+      Case{"linear", [] { return std::vector<Tensor>{rnd({2, 3, 4}, 72), rnd({5, 4}, 73), rnd({5}, 74)}; },
+           [](const std::vector<Tensor>& in) { return linear(in[0], in[1], in[2]); }},
       BINARY("matmul_batch_broadcast", matmul(a, b), rnd({2, 1, 2, 3}, 72), rnd({3, 3, 2}, 73)),
       BINARY("matmul_rows", matmul(a, b), rnd({2, 3, 4}, 74), rnd({4, 2}, 75)),
       BINARY("matmul_vec_mat", matmul(a, b), rnd({4}, 76), rnd({4, 3}, 77)),

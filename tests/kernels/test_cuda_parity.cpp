@@ -154,6 +154,21 @@ std::vector<ParityCase> cases() {
         auto g = grad({sum(mul(layer_norm_modulate(x3, sc, sh), R))}, {x3, sc, sh});
         return cat({reshape(g[0], {-1}), reshape(g[1], {-1}), reshape(g[2], {-1})}, 0);
       }, -2, 2, 4),
+      // a linear layer with its bias in the GEMM's epilogue on the GPU (matmul + add on the CPU), and
+      // its gradients
+      U("linear_bias", [](const Tensor& x) {
+        Tensor xx = reshape(narrow(narrow(x, 0, 0, 24), 1, 0, 28), {2, 12, 28});
+        Tensor w = narrow(narrow(x, 0, 3, 20), 1, 1, 28), b = reshape(narrow(narrow(x, 1, 5, 1), 0, 0, 20), {20});
+        return linear(xx, w, b);
+      }, -2, 2, 2),
+      U("linear_bias_backward", [](const Tensor& x) {
+        Tensor xx = contiguous(reshape(narrow(narrow(x, 0, 0, 24), 1, 0, 28), {2, 12, 28})).detach().requires_grad_(true);
+        Tensor w = contiguous(narrow(narrow(x, 0, 3, 20), 1, 1, 28)).detach().requires_grad_(true);
+        Tensor b = contiguous(reshape(narrow(narrow(x, 1, 5, 1), 0, 0, 20), {20})).detach().requires_grad_(true);
+        Tensor R = contiguous(reshape(narrow(narrow(x, 0, 1, 24), 1, 2, 20), {2, 12, 20})).detach();
+        auto g = grad({sum(mul(linear(xx, w, b), R))}, {xx, w, b});
+        return cat({reshape(g[0], {-1}), reshape(g[1], {-1}), reshape(g[2], {-1})}, 0);
+      }, -2, 2, 2),
       U("gelu_tanh_backward", [](const Tensor& x) {  // one fused pass on the GPU, composed on the CPU
         Tensor xv = contiguous(x).detach().requires_grad_(true);
         Tensor R = contiguous(transpose(contiguous(transpose(x, 0, 1)), 0, 1)).detach();
