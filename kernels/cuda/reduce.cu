@@ -463,12 +463,12 @@ void gated_residual_kernel(int64_t batch, int64_t tokens, int64_t n, const void*
 // ---- fused backward of the adaLN modulation and of the gated residual ------------------------
 //
 // Both produce per-batch column sums over the tokens ([batch, n]); a block owns a chunk of rows,
-// keeps its columns' partial sums in shared memory (f32), and writes them to a workspace
-// [batch, chunks, n]; sum_chunks adds the chunks in order in double and rounds once
-// (deterministic, no atomics).
+// keeps its columns' partial sums in shared memory (in the compute type: f32 for f32/bf16, f64 for
+// f64), and writes them to a workspace [batch, chunks, n]; sum_chunks adds the chunks in order in
+// double and rounds once (deterministic, no atomics).
 
-template <class T>
-__global__ void sum_chunks(int64_t batch, int64_t chunks, int64_t n, const float* part, T* out) {
+template <class T, class P>
+__global__ void sum_chunks(int64_t batch, int64_t chunks, int64_t n, const P* part, T* out) {
   const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (i >= batch * n) return;
   const int64_t b = i / n, j = i % n;
@@ -482,9 +482,10 @@ __global__ void sum_chunks(int64_t batch, int64_t chunks, int64_t n, const float
 // Statistics as the forward (row_stats), arithmetic in the compute type.
 template <class T>
 __global__ void ln_modulate_bwd_rows(int64_t tokens, int64_t n, int64_t rows_per_block, const T* x, const T* scale,
-                                     const T* gy, double eps, T* gx, float* part_s, float* part_h) {
+                                     const T* gy, double eps, T* gx, Cmp<T>* part_s, Cmp<T>* part_h) {
   using V = Cmp<T>;
-  extern __shared__ float colacc[];  // [2][n]: Σ gy·x̂, Σ gy
+  extern __shared__ __align__(8) unsigned char colacc_raw[];
+  V* colacc = reinterpret_cast<V*>(colacc_raw);  // [2][n]: Σ gy·x̂, Σ gy
   const int64_t b = blockIdx.y, chunk = blockIdx.x, chunks = gridDim.x;
   const int64_t t0 = chunk * rows_per_block, t1 = t0 + rows_per_block < tokens ? t0 + rows_per_block : tokens;
   const bool cols = part_s != nullptr;
@@ -502,8 +503,8 @@ __global__ void ln_modulate_bwd_rows(int64_t tokens, int64_t n, int64_t rows_per
       a1 += gm;
       a2 += gm * xh;
       if (cols) {
-        colacc[j] += static_cast<float>(g * xh);
-        colacc[n + j] += static_cast<float>(g);
+        colacc[j] += g * xh;
+        colacc[n + j] += g;
       }
     }
     if (gx) {
@@ -532,14 +533,15 @@ void layer_norm_modulate_bwd_kernel(int64_t batch, int64_t tokens, int64_t n, co
   VGG_CHECK(batch <= 65535, "layer_norm_modulate backward (CUDA): batch ", batch, " is more than one grid column");
   VGG_CHECK((gscale == nullptr) == (gshift == nullptr), "layer_norm_modulate backward (CUDA): gscale and gshift go together");
   const int64_t rpb = rows_per_block_for(batch, tokens, 1), chunks = (tokens + rpb - 1) / rpb;
+  using P = Cmp<T>;
   std::unique_ptr<Workspace> ws;
-  float *ps = nullptr, *ph = nullptr;
+  P *ps = nullptr, *ph = nullptr;
   if (gscale) {
-    ws = std::make_unique<Workspace>(static_cast<size_t>(2 * batch * chunks * n) * sizeof(float));
-    ps = static_cast<float*>(ws->p);
+    ws = std::make_unique<Workspace>(static_cast<size_t>(2 * batch * chunks * n) * sizeof(P));
+    ps = static_cast<P*>(ws->p);
     ph = ps + batch * chunks * n;
   }
-  const size_t smem = gscale ? static_cast<size_t>(2 * n) * sizeof(float) : 0;
+  const size_t smem = gscale ? static_cast<size_t>(2 * n) * sizeof(P) : 0;
   if (smem > 48 * 1024)
     cudaFuncSetAttribute(ln_modulate_bwd_rows<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
   ln_modulate_bwd_rows<T><<<dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(batch)), kThreads, smem>>>(
@@ -547,8 +549,8 @@ void layer_norm_modulate_bwd_kernel(int64_t batch, int64_t tokens, int64_t n, co
       static_cast<T*>(gx), ps, ph);
   if (gscale) {
     const unsigned g = static_cast<unsigned>((batch * n + kThreads - 1) / kThreads);
-    sum_chunks<T><<<g, kThreads>>>(batch, chunks, n, ps, static_cast<T*>(gscale));
-    sum_chunks<T><<<g, kThreads>>>(batch, chunks, n, ph, static_cast<T*>(gshift));
+    sum_chunks<T, P><<<g, kThreads>>>(batch, chunks, n, ps, static_cast<T*>(gscale));
+    sum_chunks<T, P><<<g, kThreads>>>(batch, chunks, n, ph, static_cast<T*>(gshift));
   }
   check_launch("layer_norm_modulate backward");
 }
@@ -557,7 +559,7 @@ void layer_norm_modulate_bwd_kernel(int64_t batch, int64_t tokens, int64_t n, co
 // column of a chunk of rows (coalesced across the warp), partials in a register
 template <class T>
 __global__ void gated_residual_bwd_k(int64_t tokens, int64_t n, int64_t rows_per_block, const T* g, const T* gate,
-                                     const T* y, T* gy, float* part) {
+                                     const T* y, T* gy, Cmp<T>* part) {
   using V = Cmp<T>;
   const int64_t col_blocks = (n + kThreads - 1) / kThreads;
   const int64_t j = blockIdx.x % col_blocks * kThreads + threadIdx.x, chunk = blockIdx.x / col_blocks;
@@ -572,7 +574,7 @@ __global__ void gated_residual_bwd_k(int64_t tokens, int64_t n, int64_t rows_per
     if (gy) gy[off] = st<T>(gv * gt);
     if (part) acc += gv * ld(y + off);
   }
-  if (part) part[(b * chunks + chunk) * n + j] = static_cast<float>(acc);
+  if (part) part[(b * chunks + chunk) * n + j] = acc;
 }
 
 template <class T>
@@ -583,16 +585,16 @@ void gated_residual_bwd_kernel(int64_t batch, int64_t tokens, int64_t n, const v
   const int64_t col_blocks = (n + kThreads - 1) / kThreads;
   const int64_t rpb = rows_per_block_for(batch, tokens, col_blocks), chunks = (tokens + rpb - 1) / rpb;
   std::unique_ptr<Workspace> ws;
-  float* part = nullptr;
+  Cmp<T>* part = nullptr;
   if (ggate) {
-    ws = std::make_unique<Workspace>(static_cast<size_t>(batch * chunks * n) * sizeof(float));
-    part = static_cast<float*>(ws->p);
+    ws = std::make_unique<Workspace>(static_cast<size_t>(batch * chunks * n) * sizeof(Cmp<T>));
+    part = static_cast<Cmp<T>*>(ws->p);
   }
   gated_residual_bwd_k<T><<<dim3(static_cast<unsigned>(col_blocks * chunks), static_cast<unsigned>(batch)), kThreads>>>(
       tokens, n, rpb, static_cast<const T*>(g), static_cast<const T*>(gate), static_cast<const T*>(y), static_cast<T*>(gy),
       part);
   if (ggate)
-    sum_chunks<T><<<static_cast<unsigned>((batch * n + kThreads - 1) / kThreads), kThreads>>>(batch, chunks, n, part,
+    sum_chunks<T, Cmp<T>><<<static_cast<unsigned>((batch * n + kThreads - 1) / kThreads), kThreads>>>(batch, chunks, n, part,
                                                                                           static_cast<T*>(ggate));
   check_launch("gated_residual backward");
 }
