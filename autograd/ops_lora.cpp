@@ -1,6 +1,6 @@
 // The fused LoRA linear: y = x·Wᵀ + bias + s·(x·Aᵀ)·Bᵀ as three GEMMs that write no full-size
-// intermediate: the bias is copied into y, the base GEMM accumulates onto it (beta = 1), and the
-// rank-r update accumulates onto y again. The backward is explicit and writes only the gradients
+// intermediate: the base GEMM adds the bias in its epilogue (GemmArgs::bias), and the rank-r update
+// accumulates onto y (beta = 1). The backward is explicit and writes only the gradients
 // and the rank-r dlow = s·dy·B:
 //   dx = dy·W + dlow·A (the second GEMM accumulates),  dA = dlowᵀ·x,  dB = s·dyᵀ·low,
 //   dW = dyᵀ·x (only when W requires grad),  dbias = Σ_rows dy,
@@ -17,7 +17,8 @@ namespace vgg::ops {
 namespace {
 
 // C = alpha·op(A)·op(B) + beta·C on contiguous row-major 2-D matrices (ta: A is stored transposed).
-void gemm2(const Tensor& a, bool ta, const Tensor& b, bool tb, const Tensor& c, double alpha, double beta) {
+void gemm2(const Tensor& a, bool ta, const Tensor& b, bool tb, const Tensor& c, double alpha, double beta,
+           const Tensor& bias = Tensor()) {
   kernels::GemmArgs g;
   g.m = c.shape()[0];
   g.n = c.shape()[1];
@@ -29,6 +30,7 @@ void gemm2(const Tensor& a, bool ta, const Tensor& b, bool tb, const Tensor& c, 
   g.ldc = std::max<int64_t>(g.n, 1);
   g.alpha = alpha;
   g.beta = beta;
+  if (bias.defined()) g.bias = bias.data_ptr();
   if (g.m == 0 || g.n == 0) return;
   get_kernel<kernels::GemmKernel>(c.device(), c.dtype())(g, a.data_ptr(), b.data_ptr(), c.data_ptr());
 }
@@ -60,8 +62,11 @@ Tensor lora_linear(const Tensor& x, const Tensor& w, const Tensor& bias, const T
   Tensor y2 = empty({M, out}, x.dtype(), x.device());
   Tensor low = empty({M, r}, x.dtype(), x.device());
   if (M > 0 && out > 0) {
-    if (bias.defined()) copy_into(y2, expand_raw(as_strided_view(contiguous_raw(bias), {1, out}, {out, 1}, 0), {M, out}, "lora_linear"));
-    gemm2(x2, false, wc, true, y2, 1.0, bias.defined() ? 1.0 : 0.0);  // y (+)= x·Wᵀ
+    if (bias.defined() && in == 0) {  // nothing to multiply: y = bias
+      copy_into(y2, expand_raw(as_strided_view(contiguous_raw(bias), {1, out}, {out, 1}, 0), {M, out}, "lora_linear"));
+    } else {
+      gemm2(x2, false, wc, true, y2, 1.0, 0.0, bias.defined() ? contiguous_raw(bias) : Tensor());  // y = x·Wᵀ + bias
+    }
     gemm2(x2, false, ac, true, low, 1.0, 0.0);                         // low = x·Aᵀ
     gemm2(low, false, bc, true, y2, scale, 1.0);                       // y += s·low·Bᵀ
   } else if (M > 0) {
