@@ -1,7 +1,8 @@
-// CPU vs CUDA parity for the device kernels (elementwise, GEMM, indexing, convolution pieces, reductions, softmax, norms), one table of op cases (DESIGN.md §4: f32 within a few
+// CPU vs CUDA parity for the device kernels (elementwise, GEMM, indexing, convolution pieces,
+// reductions, softmax, norms, fused backwards), the op table's kCuda cases (tests/support/op_table.cpp) (DESIGN.md §4: f32 within a few
 // ulps of the CPU, bf16 within one bf16 ulp, f64 and integers to 1e-12 / exactly). Every case runs
-// at an odd size (not a multiple of the 16-byte vector width) in f32, bf16 and f64, with a
-// contiguous and a non-contiguous (transposed) input. A kernel-level check writes into a poisoned
+// at its own sizes (the `*_odd` cases: 37 x 29, not a multiple of any vector width) in f32, bf16 and
+// f64, with contiguous and strided (column-major) inputs. A kernel-level check writes into a poisoned
 // device buffer with guard elements on both sides that must stay untouched. Without a GPU every test
 // skips with the CUDA error string.
 #include <algorithm>
@@ -12,196 +13,43 @@
 #include "autograd/ops.h"
 #include "kernels/elementwise.h"
 #include "tensor/dispatch.h"
+#include "tests/support/op_table.h"
 #include "tests/support/test_support.h"
 
 using namespace vgg;
 
 namespace {
 
-struct ParityCase {
-  std::string name;
-  std::function<Tensor(const std::vector<Tensor>&)> fn;
-  int inputs = 1;
-  double lo = -2, hi = 2;  // input range
-  // absolute tolerance, as a fraction of the output's scale (max |ref|) times the dtype's rtol: a
-  // result near zero by cancellation carries the rounding of the terms that cancelled (sums of many
-  // terms: larger)
-  double atol = 0.5;
-};
-std::ostream& operator<<(std::ostream& os, const ParityCase& c) { return os << c.name; }
+using test::OpCase;
 
-std::vector<ParityCase> cases() {
-  using namespace ops;
-  auto U = [](std::string n, std::function<Tensor(const Tensor&)> f, double lo = -2, double hi = 2, double atol = 0.5) {
-    return ParityCase{n, [f](const std::vector<Tensor>& in) { return f(in[0]); }, 1, lo, hi, atol};
-  };
-  auto B = [](std::string n, std::function<Tensor(const Tensor&, const Tensor&)> f, double lo = -2, double hi = 2,
-              double atol = 0.5) {
-    return ParityCase{n, [f](const std::vector<Tensor>& in) { return f(in[0], in[1]); }, 2, lo, hi, atol};
-  };
-  return {
-      U("neg", [](const Tensor& x) { return neg(x); }),
-      U("abs", [](const Tensor& x) { return abs(x); }),
-      U("exp", [](const Tensor& x) { return exp(x); }),
-      U("log", [](const Tensor& x) { return log(x); }, 0.1, 3),
-      U("sqrt", [](const Tensor& x) { return sqrt(x); }, 0.1, 3),
-      U("rsqrt", [](const Tensor& x) { return rsqrt(x); }, 0.1, 3),
-      U("square", [](const Tensor& x) { return square(x); }),
-      U("sin", [](const Tensor& x) { return sin(x); }),
-      U("cos", [](const Tensor& x) { return cos(x); }),
-      U("tanh", [](const Tensor& x) { return tanh(x); }),
-      U("sigmoid", [](const Tensor& x) { return sigmoid(x); }),
-      U("silu", [](const Tensor& x) { return silu(x); }),
-      U("relu", [](const Tensor& x) { return relu(x); }),
-      U("gelu", [](const Tensor& x) { return gelu(x); }),
-      U("gelu_tanh", [](const Tensor& x) { return gelu(x, true); }),
-      U("sign", [](const Tensor& x) { return sign(x); }),
-      U("reciprocal", [](const Tensor& x) { return reciprocal(x); }, 0.2, 3),
-      U("pow_scalar", [](const Tensor& x) { return pow(x, 1.5); }, 0.1, 3),
-      U("clamp", [](const Tensor& x) { return clamp(x, -0.5, 0.7); }),
-      U("add_mul_scalar", [](const Tensor& x) { return mul(add(x, 0.25), -3.0); }),
-      B("add", [](const Tensor& a, const Tensor& b) { return add(a, b); }),
-      B("sub", [](const Tensor& a, const Tensor& b) { return sub(a, b); }),
-      B("mul", [](const Tensor& a, const Tensor& b) { return mul(a, b); }),
-      B("div", [](const Tensor& a, const Tensor& b) { return div(a, b); }, 0.2, 3),
-      B("pow", [](const Tensor& a, const Tensor& b) { return pow(a, b); }, 0.2, 2),
-      B("maximum", [](const Tensor& a, const Tensor& b) { return maximum(a, b); }),
-      B("minimum", [](const Tensor& a, const Tensor& b) { return minimum(a, b); }),
-      B("add_broadcast_row", [](const Tensor& a, const Tensor& b) { return add(a, narrow(b, 0, 0, 1)); }),
-      B("mul_broadcast_col", [](const Tensor& a, const Tensor& b) { return mul(a, narrow(b, 1, 2, 1)); }),
-      B("compare_where", [](const Tensor& a, const Tensor& b) { return where(gt(a, b), a, mul(b, 2.0)); }),
-      B("eq_le_cast", [](const Tensor& a, const Tensor& b) { return add(to(le(a, b), a.dtype()), to(eq(a, a), a.dtype())); }),
-      U("cast_roundtrip", [](const Tensor& x) { return to(to(to(x, DType::BF16), DType::F64), x.dtype()); }),
-      U("cast_int", [](const Tensor& x) { return to(to(mul(x, 10.0), DType::I64), x.dtype()); }),
-      // GEMM (gemm.cu, cuBLASLt): both transpose flags, a broadcast batch
-      B("matmul_nt", [](const Tensor& a, const Tensor& b) { return matmul(a, transpose(b, 0, 1)); }, -2, 2, 2),
-      B("matmul_tn", [](const Tensor& a, const Tensor& b) { return matmul(transpose(a, 0, 1), b); }, -2, 2, 2),
-      B("matmul_batched", [](const Tensor& a, const Tensor& b) {
-        Tensor a3 = reshape(contiguous(narrow(a, 0, 0, 28)), {4, 7, a.size(1)});
-        return matmul(a3, transpose(b, 0, 1));
-      }, -2, 2, 2),
-      // indexing (index_rng.cu); the indices live on the input's device
-      U("index_select_add", [](const Tensor& x) {
-        Tensor i = to(from_vector(std::vector<int64_t>{3, 0, 3, 7}, {4}), x.device());
-        Tensor sel = index_select(x, 1, i);  // [rows, 4], column 3 twice
-        return index_add(mul(x, 0.5), 1, i, sel);  // repeated index: the sums in order
-      }),
-      U("gather_scatter_add", [](const Tensor& x) {
-        std::vector<int64_t> iv;
-        for (int64_t r = 0; r < x.size(0); ++r)
-          for (int64_t j = 0; j < 3; ++j) iv.push_back((r * 7 + j * 5) % x.size(1));
-        Tensor i = to(from_vector(iv, {x.size(0), 3}), x.device());
-        return scatter_add(x, 1, i, mul(gather(x, 1, i), 2.0));
-      }),
-      U("embedding", [](const Tensor& x) {
-        Tensor i = to(from_vector(std::vector<int64_t>{1, 5, 1, 0, 9, 2}, {2, 3}), x.device());
-        return embedding(x, i);
-      }),
-      // convolution pieces (conv.cu): im2col + GEMM, pooling with stride and padding, the adjoints
-      U("conv2d", [](const Tensor& x) {
-        Tensor img = reshape(contiguous(narrow(reshape(contiguous(x), {-1}), 0, 0, 2 * 3 * 10 * 12)), {2, 3, 10, 12});
-        Tensor w = reshape(contiguous(narrow(reshape(contiguous(x), {-1}), 0, 720, 4 * 3 * 3 * 3)), {4, 3, 3, 3});
-        return conv2d(img, w, Tensor(), {2, 1, 1, 0});
-      }, -2, 2, 2),
-      U("col2im_adjoint", [](const Tensor& x) {
-        Tensor img = reshape(contiguous(narrow(reshape(contiguous(x), {-1}), 0, 0, 2 * 3 * 7 * 9)), {2, 3, 7, 9});
-        return col2im(im2col(img, 3, 2, {2, 1, 1, 1}), {2, 3, 7, 9}, 3, 2, {2, 1, 1, 1});
-      }),
-      // non-overlapping patches (the MMDiT's patch embedding): one GEMM over a permuted view on the GPU
-      U("conv2d_patch", [](const Tensor& x) {
-        Tensor xx = reshape(narrow(narrow(x, 0, 0, 24), 1, 0, 24), {2, 3, 12, 8});
-        Tensor w = reshape(narrow(narrow(x, 0, 24, 5), 1, 0, 24), {10, 3, 2, 2});
-        Tensor b = reshape(narrow(narrow(x, 1, 24, 1), 0, 0, 10), {10});
-        return conv2d(xx, w, b, {2, 2, 0, 0});
-      }, -2, 2, 2),
-      U("avg_pool2d_adjoint", [](const Tensor& x) {
-        Tensor img = reshape(contiguous(narrow(reshape(contiguous(x), {-1}), 0, 0, 2 * 3 * 11 * 9)), {2, 3, 11, 9});
-        Tensor y = avg_pool2d(img, 3, 2, {2, 1, 1, 0});
-        return avg_pool2d_adjoint(y, {2, 3, 11, 9}, 3, 2, {2, 1, 1, 0});
-      }),
-      // rows (reduce.cu): the inner == 1 block-per-row path and the strided-column path
-      U("sum_all", [](const Tensor& x) { return sum(x); }, -2, 2, 2),
-      U("sum_rows_cols", [](const Tensor& x) { return add(sum(x, {1}, true), sum(x, {0}, true)); }),
-      U("mean_amax_amin", [](const Tensor& x) { return add(mean(x, {1}, true), sub(amax(x, {0}, true), amin(x, {1}, true))); }),
-      U("argmax_argmin", [](const Tensor& x) { return to(add(argmax(x, 1), argmin(x, 1)), x.dtype()); }),
-      U("softmax_last", [](const Tensor& x) { return softmax(x, 1); }),
-      U("softmax_first", [](const Tensor& x) { return softmax(x, 0); }),
-      U("log_softmax", [](const Tensor& x) { return add(log_softmax(x, 1), log_softmax(x, 0)); }),
-      U("layer_norm", [](const Tensor& x) { return layer_norm(x, {x.size(1)}); }),
-      U("layer_norm_affine", [](const Tensor& x) {
-        Tensor w = mul(narrow(x, 0, 0, 1), 0.5), b = narrow(x, 0, 1, 1);
-        return layer_norm(x, {x.size(1)}, reshape(contiguous(w), {x.size(1)}), reshape(contiguous(b), {x.size(1)}));
-      }),
-      // x, y [2, T, C] and scale, shift, gate [2, C] are row ranges of the [R, C] input (R is 29 when
-      // transposed): views, so the transposed case hands the ops strided inputs of the right shapes
-      U("layer_norm_modulate", [](const Tensor& x) {
-        Tensor x3 = reshape(narrow(x, 0, 0, 24), {2, 12, x.size(1)});
-        Tensor sc = narrow(x, 0, 24, 2), sh = mul(narrow(x, 0, 26, 2), 0.5);
-        return layer_norm_modulate(x3, sc, sh);
-      }),
-      U("gated_residual", [](const Tensor& x) {
-        Tensor x3 = reshape(narrow(x, 0, 0, 12), {2, 6, x.size(1)});
-        Tensor y3 = reshape(narrow(x, 0, 12, 12), {2, 6, x.size(1)});
-        return gated_residual(x3, narrow(x, 0, 24, 2), y3);
-      }),
-      // the fused backwards on the GPU against the CPU's composed ones: gradients of sum(y ⊙ R) for
-      // every input (bf16: the CPU rounds each composed step, hence the wider band)
-      U("layer_norm_modulate_backward", [](const Tensor& x) {
-        Tensor x3 = contiguous(reshape(narrow(x, 0, 0, 24), {2, 12, x.size(1)})).detach().requires_grad_(true);
-        Tensor sc = contiguous(narrow(x, 0, 24, 2)).detach().requires_grad_(true);
-        Tensor sh = contiguous(narrow(x, 0, 26, 2)).detach().requires_grad_(true);
-        Tensor R = contiguous(reshape(narrow(x, 0, 3, 24), {2, 12, x.size(1)})).detach();
-        auto g = grad({sum(mul(layer_norm_modulate(x3, sc, sh), R))}, {x3, sc, sh});
-        return cat({reshape(g[0], {-1}), reshape(g[1], {-1}), reshape(g[2], {-1})}, 0);
-      }, -2, 2, 4),
-      // a linear layer with its bias in the GEMM's epilogue on the GPU (matmul + add on the CPU), and
-      // its gradients
-      U("linear_bias", [](const Tensor& x) {
-        Tensor xx = reshape(narrow(narrow(x, 0, 0, 24), 1, 0, 28), {2, 12, 28});
-        Tensor w = narrow(narrow(x, 0, 3, 20), 1, 1, 28), b = reshape(narrow(narrow(x, 1, 5, 1), 0, 0, 20), {20});
-        return linear(xx, w, b);
-      }, -2, 2, 2),
-      U("linear_bias_backward", [](const Tensor& x) {
-        Tensor xx = contiguous(reshape(narrow(narrow(x, 0, 0, 24), 1, 0, 28), {2, 12, 28})).detach().requires_grad_(true);
-        Tensor w = contiguous(narrow(narrow(x, 0, 3, 20), 1, 1, 28)).detach().requires_grad_(true);
-        Tensor b = contiguous(reshape(narrow(narrow(x, 1, 5, 1), 0, 0, 20), {20})).detach().requires_grad_(true);
-        Tensor R = contiguous(reshape(narrow(narrow(x, 0, 1, 24), 1, 2, 20), {2, 12, 20})).detach();
-        auto g = grad({sum(mul(linear(xx, w, b), R))}, {xx, w, b});
-        return cat({reshape(g[0], {-1}), reshape(g[1], {-1}), reshape(g[2], {-1})}, 0);
-      }, -2, 2, 2),
-      U("gelu_tanh_backward", [](const Tensor& x) {  // one fused pass on the GPU, composed on the CPU
-        Tensor xv = contiguous(x).detach().requires_grad_(true);
-        Tensor R = contiguous(transpose(contiguous(transpose(x, 0, 1)), 0, 1)).detach();
-        return grad({sum(mul(gelu(xv, true), mul(R, 0.5)))}, {xv})[0];
-      }, -3, 3, 2),
-      U("gated_residual_backward", [](const Tensor& x) {
-        Tensor x3 = contiguous(reshape(narrow(x, 0, 0, 12), {2, 6, x.size(1)})).detach().requires_grad_(true);
-        Tensor y3 = contiguous(reshape(narrow(x, 0, 12, 12), {2, 6, x.size(1)})).detach().requires_grad_(true);
-        Tensor gt = contiguous(narrow(x, 0, 24, 2)).detach().requires_grad_(true);
-        Tensor R = contiguous(reshape(narrow(x, 0, 5, 12), {2, 6, x.size(1)})).detach();
-        auto g = grad({sum(mul(gated_residual(x3, gt, y3), R))}, {x3, gt, y3});
-        return cat({reshape(g[0], {-1}), reshape(g[1], {-1}), reshape(g[2], {-1})}, 0);
-      }, -2, 2, 4),
-      U("rms_norm", [](const Tensor& x) { return rms_norm(x, {x.size(1)}, reshape(contiguous(narrow(x, 0, 2, 1)), {x.size(1)})); }),
-  };
+// the op table's cases flagged kCuda (tests/support/op_table.cpp): the cases at odd sizes written
+// for this suite (`*_odd`) and every other case that asks for it
+std::vector<OpCase> cases() { return test::op_cases_with(test::kCuda); }
+
+// the same values in a strided layout: column-major in the last two dims (floating inputs of 2 dims
+// or more)
+Tensor strided(const Tensor& x) {
+  if (!is_floating(x.dtype()) || x.dim() < 2) return x;
+  return ops::transpose(ops::contiguous(ops::transpose(x, -1, -2)), -1, -2);
 }
 
 // tolerance by dtype (docs/testing.md, "CUDA parity"): |got - ref| <= rtol·|ref| + rtol·atol·scale with
 // rtol f32 2e-6 (a few ulps of the CPU libm), bf16 one bf16 ulp, f64 1e-12
 double rtol(DType d) { return d == DType::BF16 ? 1.0 / 128 : d == DType::F32 ? 2e-6 : 1e-12; }
 
-class CudaParity : public ::testing::TestWithParam<ParityCase> {};
+class CudaParity : public ::testing::TestWithParam<OpCase> {};
 
 TEST_P(CudaParity, MatchesTheCpu) {
   VGG_REQUIRE_CUDA();
-  const ParityCase& c = GetParam();
+  const OpCase& c = GetParam();
+  const std::vector<Tensor> inputs = c.inputs();
   for (DType dt : {DType::F32, DType::BF16, DType::F64}) {
     for (bool transposed : {false, true}) {
-      SCOPED_TRACE(std::string(dtype_name(dt)) + (transposed ? " transposed" : " contiguous"));
+      SCOPED_TRACE(std::string(dtype_name(dt)) + (transposed ? " strided" : " contiguous"));
       std::vector<Tensor> cpu, gpu;
-      for (int i = 0; i < c.inputs; ++i) {
-        Tensor x = ops::to(test::rnd_uniform({37, 29}, c.lo, c.hi, 100 + i), dt);  // 1073 elements
-        if (transposed) x = ops::transpose(x, 0, 1);
+      for (const Tensor& in : inputs) {
+        Tensor x = is_floating(in.dtype()) ? ops::to(in, dt) : in;
+        if (transposed) x = strided(x);
         cpu.push_back(x);
         gpu.push_back(ops::to(x, Device::cuda()));
       }
@@ -212,13 +60,13 @@ TEST_P(CudaParity, MatchesTheCpu) {
       double scale = 0;
       for (double v : r.to_vector())
         if (std::isfinite(v)) scale = std::max(scale, std::abs(v));
-      EXPECT_TRUE(test::all_close(back, r, rtol(dt) * c.atol * scale, rtol(dt)));
+      EXPECT_TRUE(test::all_close(back, r, rtol(dt) * c.cuda_atol * scale, rtol(dt)));
     }
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(Cuda, CudaParity, ::testing::ValuesIn(cases()),
-                         [](const ::testing::TestParamInfo<ParityCase>& i) { return i.param.name; });
+                         [](const ::testing::TestParamInfo<OpCase>& i) { return i.param.name; });
 
 // The unary and binary kernels write exactly their n outputs: a poisoned buffer with 64 guard
 // elements on each side keeps its guards, and every output is overwritten.
