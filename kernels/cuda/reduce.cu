@@ -103,15 +103,28 @@ __global__ void sum_rows(int64_t r, int64_t per_split, const T* x, T* out, doubl
     out[blockIdx.x] = st<T>(static_cast<Cmp<T>>(acc));
 }
 
-// a warp per row
-template <class T>
+// a warp per row; V > 1: each lane reads 16 bytes (V elements) at a time (rows of a multiple of V
+// elements, 16-byte aligned)
+template <class T, int V>
 __global__ void sum_short_rows(int64_t rows, int64_t r, const T* x, T* out) {
   const int64_t row = blockIdx.x * int64_t(kThreads / 32) + threadIdx.x / 32;
   const int lane = threadIdx.x & 31;
   if (row >= rows) return;
   const T* xr = x + row * r;
   double acc = 0;
-  for (int64_t j = lane; j < r; j += 32) acc += ld_d(xr + j);
+  if constexpr (V > 1) {
+    for (int64_t j = int64_t(lane) * V; j < r; j += 32 * V) {
+      union {
+        uint4 u;
+        T t[V];
+      } pk;
+      pk.u = *reinterpret_cast<const uint4*>(xr + j);
+#pragma unroll
+      for (int k = 0; k < V; ++k) acc += static_cast<double>(ldv(pk.t[k]));
+    }
+  } else {
+    for (int64_t j = lane; j < r; j += 32) acc += ld_d(xr + j);
+  }
   for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
   if (lane == 0) out[row] = st<T>(static_cast<Cmp<T>>(acc));
 }
@@ -120,8 +133,15 @@ template <class T>
 void sum_kernel(int64_t outer, int64_t r, int64_t inner, const T* x, T* out) {
   const int64_t target = int64_t{4} * sm_count();  // blocks that fill the GPU a few times over
   if (inner == 1) {
-    if (r < 1024) {
-      sum_short_rows<T><<<grid_for(outer, kThreads / 32, INT32_MAX), kThreads>>>(outer, r, x, out);
+    // a warp per row: short rows, and rows up to 16 K when there are enough of them to fill the GPU
+    // (a block per row there spends 256 threads and a block-wide reduction on a few KB)
+    if (r < 1024 || (r <= 16384 && outer >= target * (kThreads / 32))) {
+      constexpr int VW = 16 / sizeof(T);
+      const unsigned g = grid_for(outer, kThreads / 32, INT32_MAX);
+      if (VW > 1 && r % VW == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0)
+        sum_short_rows<T, VW><<<g, kThreads>>>(outer, r, x, out);
+      else
+        sum_short_rows<T, 1><<<g, kThreads>>>(outer, r, x, out);
       return;
     }
     VGG_CHECK(outer <= INT32_MAX, "sum (CUDA): ", outer, " rows is more than one grid");
