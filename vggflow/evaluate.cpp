@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
+#include <map>
 #include <fstream>
 #include <sstream>
 
@@ -108,47 +110,95 @@ void save_reference(const std::string& path, const EvalReference& ref, const std
       {"real_b_cov", gaussians_to(real, true)},
       {"fd_real_floor", from_vector(std::vector<double>{ref.fd_real_floor}, {1}, opts(DType::F64))},
       {"real_pixels", from_vector(std::vector<double>{ref.real_pixels.near_black, ref.real_pixels.near_white,
-                                                      ref.real_pixels.entropy_bits},
-                                  {3}, opts(DType::F64))},
+                                                      ref.real_pixels.entropy_bits, ref.real_pixels.nonfinite},
+                                  {4}, opts(DType::F64))},
       {"base_images_a", ref.base_images_a},
   };
   save_safetensors(path, t,
                    {{"key", key}, {"base_n", std::to_string(ref.base_b.at(0).n)}, {"real_n", std::to_string(ref.real_b.n)}});
 }
 
+namespace {
+// a count from the cache's metadata: digits only, in [lo, hi]
+bool parse_count(const std::map<std::string, std::string>& md, const char* key, int64_t lo, int64_t hi, int64_t* out) {
+  auto it = md.find(key);
+  if (it == md.end() || it->second.empty() || it->second.size() > 18) return false;
+  for (char ch : it->second)
+    if (ch < '0' || ch > '9') return false;
+  *out = std::stoll(it->second);
+  return *out >= lo && *out <= hi;
+}
+}  // namespace
+
+// A cache that is not exactly what these options would compute (missing or malformed tensors, other
+// sizes, metadata that is not a count, non-finite statistics) is not used: the reference is
+// recomputed (and the cache rewritten by the caller), with one line on stderr saying why.
 bool load_reference(const std::string& path, const std::string& key, const EvalOptions& o, EvalReference* ref) {
   if (!std::filesystem::exists(path)) return false;
-  SafetensorsFile f = load_safetensors(path);
-  auto it = f.metadata.find("key");
-  if (it == f.metadata.end() || it->second != key) return false;
-  auto unpack = [&](const char* mean, const char* cov, int64_t n) {
-    const Tensor& m = f.at(mean);
-    const Tensor& c = f.at(cov);
-    VGG_CHECK(m.dim() == 2 && c.dim() == 3 && c.size(0) == m.size(0) && c.size(1) == m.size(1) && c.size(2) == m.size(1),
-              path, ": ", mean, " ", describe(m), " and ", cov, " ", describe(c), " do not fit");
-    std::vector<Gaussian> gs(static_cast<size_t>(m.size(0)));
-    const std::vector<double> mv = m.to_vector(), cv = c.to_vector();
-    const auto d = static_cast<size_t>(m.size(1));
-    for (size_t i = 0; i < gs.size(); ++i) {
-      gs[i].dim = m.size(1), gs[i].n = n;
-      gs[i].mean.assign(mv.begin() + static_cast<std::ptrdiff_t>(i * d), mv.begin() + static_cast<std::ptrdiff_t>((i + 1) * d));
-      gs[i].cov.assign(cv.begin() + static_cast<std::ptrdiff_t>(i * d * d),
-                       cv.begin() + static_cast<std::ptrdiff_t>((i + 1) * d * d));
-    }
-    return gs;
+  auto reject = [&](const std::string& why) {
+    std::fprintf(stderr, "evaluation cache %s: %s; recomputing it\n", path.c_str(), why.c_str());
+    return false;
   };
-  EvalReference r;
-  r.opt = o;
-  r.base_b = unpack("base_b_mean", "base_b_cov", std::stoll(f.metadata.at("base_n")));
-  r.real_b = unpack("real_b_mean", "real_b_cov", std::stoll(f.metadata.at("real_n"))).at(0);
-  r.fd_base_floor = f.at("fd_base_floor").to_vector();
-  r.fd_real_floor = f.at("fd_real_floor").to_vector().at(0);
-  const std::vector<double> px = f.at("real_pixels").to_vector();
-  VGG_CHECK(px.size() == 3 && r.fd_base_floor.size() == r.base_b.size(), path, ": malformed evaluation reference");
-  r.real_pixels = {px[0], px[1], px[2]};
-  r.base_images_a = f.at("base_images_a");
-  *ref = std::move(r);
-  return true;
+  try {
+    SafetensorsFile f = load_safetensors(path);
+    auto it = f.metadata.find("key");
+    if (it == f.metadata.end() || it->second != key) return false;
+    const int64_t n = o.per_prompt;
+    int64_t base_n = 0, real_n = 0;
+    if (!parse_count(f.metadata, "base_n", 2, int64_t{1} << 40, &base_n) || base_n != n)
+      return reject("base_n is not the " + std::to_string(n) + " samples per prompt of these options");
+    if (!parse_count(f.metadata, "real_n", 2, int64_t{1} << 40, &real_n) || real_n != 10 * n)
+      return reject("real_n is not the " + std::to_string(10 * n) + " real images of these options");
+    for (const char* name : {"base_b_mean", "base_b_cov", "fd_base_floor", "real_b_mean", "real_b_cov", "fd_real_floor",
+                             "real_pixels", "base_images_a"})
+      if (!f.contains(name)) return reject(std::string("no tensor ") + name);
+    auto unpack = [&](const char* mean, const char* cov, int64_t count, int64_t nsamples, std::vector<Gaussian>* gs) {
+      const Tensor& m = f.at(mean);
+      const Tensor& c = f.at(cov);
+      if (!(m.dim() == 2 && m.size(0) == count && m.size(1) >= 1 && c.dim() == 3 && c.size(0) == count &&
+            c.size(1) == m.size(1) && c.size(2) == m.size(1) && is_floating(m.dtype()) && is_floating(c.dtype())))
+        return false;
+      const std::vector<double> mv = m.to_vector(), cv = c.to_vector();
+      for (double v : mv)
+        if (!std::isfinite(v)) return false;
+      for (double v : cv)
+        if (!std::isfinite(v)) return false;
+      const auto d = static_cast<size_t>(m.size(1));
+      gs->assign(static_cast<size_t>(count), Gaussian{});
+      for (size_t i = 0; i < gs->size(); ++i) {
+        Gaussian& g = (*gs)[i];
+        g.dim = m.size(1), g.n = nsamples;
+        g.mean.assign(mv.begin() + static_cast<std::ptrdiff_t>(i * d), mv.begin() + static_cast<std::ptrdiff_t>((i + 1) * d));
+        g.cov.assign(cv.begin() + static_cast<std::ptrdiff_t>(i * d * d), cv.begin() + static_cast<std::ptrdiff_t>((i + 1) * d * d));
+      }
+      return true;
+    };
+    EvalReference r;
+    r.opt = o;
+    std::vector<Gaussian> real;
+    if (!unpack("base_b_mean", "base_b_cov", 10, base_n, &r.base_b)) return reject("the base Gaussians are not 10 of one width");
+    if (!unpack("real_b_mean", "real_b_cov", 1, real_n, &real)) return reject("the real-image Gaussian is malformed");
+    if (real[0].dim != r.base_b[0].dim) return reject("the real and base feature widths differ");
+    r.real_b = real[0];
+    r.fd_base_floor = f.at("fd_base_floor").to_vector();
+    const std::vector<double> fr = f.at("fd_real_floor").to_vector(), px = f.at("real_pixels").to_vector();
+    if (r.fd_base_floor.size() != 10 || fr.size() != 1 || (px.size() != 3 && px.size() != 4))
+      return reject("the floors or pixel statistics have the wrong sizes");
+    for (double v : r.fd_base_floor)
+      if (!std::isfinite(v)) return reject("a non-finite FD floor");
+    for (double v : px)
+      if (!std::isfinite(v)) return reject("non-finite pixel statistics");
+    if (!std::isfinite(fr[0])) return reject("a non-finite FD floor");
+    r.fd_real_floor = fr[0];
+    r.real_pixels = {px[0], px[1], px[2], px.size() == 4 ? px[3] : 0.0};
+    const Tensor& img = f.at("base_images_a");
+    if (!(img.dim() == 4 && img.size(0) == 10 * n && is_floating(img.dtype()))) return reject("base_images_a has the wrong shape");
+    r.base_images_a = img;
+    *ref = std::move(r);
+    return true;
+  } catch (const std::exception& e) {
+    return reject(e.what());
+  }
 }
 
 nlohmann::json evaluate_images(const Tensor& images, const RewardPair& rw, const EvalReference& ref) {
@@ -182,6 +232,7 @@ nlohmann::json evaluate_images(const Tensor& images, const RewardPair& rw, const
   j["fd_real_floor"] = ref.fd_real_floor;
   const PixelStats p = pixel_stats(images);
   j["near_black"] = p.near_black, j["near_white"] = p.near_white, j["pixel_entropy"] = p.entropy_bits;
+  j["nonfinite_pixels"] = p.nonfinite;
   j["real_near_black"] = ref.real_pixels.near_black, j["real_near_white"] = ref.real_pixels.near_white;
   j["real_pixel_entropy"] = ref.real_pixels.entropy_bits;
   j["samples_per_prompt"] = n;

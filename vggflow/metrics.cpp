@@ -177,16 +177,22 @@ PixelStats pixel_stats(const Tensor& images) {
   constexpr int kBins = 32;
   std::vector<double> hist(kBins, 0.0);
   PixelStats s;
+  double finite = 0;
   for (double v : x) {
+    if (!std::isfinite(v)) {  // NaN survives a clamp and would index the histogram anywhere
+      s.nonfinite += 1;
+      continue;
+    }
+    finite += 1;
     const double u = std::clamp((v + 1.0) * 0.5, 0.0, 1.0);
     if (u < 0.02) s.near_black += 1;
     if (u > 0.98) s.near_white += 1;
     hist[static_cast<size_t>(std::min(kBins - 1, static_cast<int>(u * kBins)))] += 1;
   }
   const auto n = static_cast<double>(x.size());
-  s.near_black /= n, s.near_white /= n;
+  s.near_black /= n, s.near_white /= n, s.nonfinite /= n;
   for (double h : hist)
-    if (h > 0) s.entropy_bits -= (h / n) * std::log2(h / n);
+    if (h > 0) s.entropy_bits -= (h / finite) * std::log2(h / finite);
   return s;
 }
 

@@ -35,8 +35,10 @@ double diversity(const Tensor& e);
 
 struct PixelStats {
   double near_black = 0, near_white = 0, entropy_bits = 0;
+  double nonfinite = 0;  // fraction of NaN/±inf pixels (left out of the other statistics)
 };
-// images in [−1, 1], any shape
+// images in [−1, 1], any shape; non-finite pixels are counted, not binned (fractions are of all
+// pixels, the entropy of the finite ones)
 PixelStats pixel_stats(const Tensor& images);
 
 // The network's embeddings of images [N, 1, 32, 32] in chunks, without a graph: [N, E] f32.

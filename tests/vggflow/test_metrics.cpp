@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "autograd/gradcheck.h"
+#include "tensor/safetensors.h"
 #include "tests/support/test_support.h"
 #include "tests/vggflow/small_model.h"
 #include "vggflow/evaluate.h"
@@ -107,6 +108,88 @@ TEST(Metrics, DiversityAndPixelStats) {
   EXPECT_NEAR(u.entropy_bits, 5.0, 1e-12);
   EXPECT_NEAR(u.near_black, 1.0 / 32, 1e-12);  // only bin 0's centre (1.6%) is below 2%
   EXPECT_NEAR(u.near_white, 1.0 / 32, 1e-12);
+  EXPECT_EQ(u.nonfinite, 0.0);
+  // NaN and ±inf pixels (one NaN weight in the base model makes them) are counted, not binned:
+  // before, a NaN survived the clamp and indexed the histogram out of bounds (SIGSEGV)
+  std::vector<double> bad = v;
+  bad.push_back(std::nan(""));
+  bad.push_back(INFINITY);
+  bad.push_back(-INFINITY);
+  bad.push_back(std::nan(""));
+  flow::PixelStats b = flow::pixel_stats(from_vector(bad, {36}, opts(DType::F64)));
+  EXPECT_DOUBLE_EQ(b.nonfinite, 4.0 / 36);
+  EXPECT_NEAR(b.entropy_bits, 5.0, 1e-12);      // of the finite pixels
+  EXPECT_NEAR(b.near_black, 1.0 / 36, 1e-12);  // fractions of all pixels
+  flow::PixelStats all_nan = flow::pixel_stats(full({4}, std::nan("")));
+  EXPECT_EQ(all_nan.nonfinite, 1.0);
+  EXPECT_EQ(all_nan.entropy_bits, 0.0);
+}
+
+// A cached evaluation reference is used only when it is exactly what the options would compute;
+// anything else (metadata that is not a count, zero prompts or real rows, other sizes, NaN floors,
+// missing tensors) is refused without an exception, so the caller recomputes it. Before, a cache with
+// 0 prompts crashed in frechet_distance, 0 real rows threw a range error, bad metadata threw "stoll".
+TEST(EvalCache, MalformedCachesAreRecomputedNotTrusted) {
+  const std::string dir = ::testing::TempDir() + "vgg_eval_cache_" + std::to_string(::getpid());
+  std::filesystem::create_directories(dir);
+  flow::EvalOptions o;
+  o.per_prompt = 3;
+  o.diversity_n = 2;
+  flow::EvalReference ref;
+  ref.opt = o;
+  auto gauss = [](int64_t n, double c) {
+    flow::Gaussian g;
+    g.dim = 2, g.n = n, g.mean = {c, -c}, g.cov = {1, 0.1, 0.1, 2};
+    return g;
+  };
+  for (int i = 0; i < 10; ++i) ref.base_b.push_back(gauss(3, i)), ref.fd_base_floor.push_back(0.5 + i);
+  ref.real_b = gauss(30, 7);
+  ref.fd_real_floor = 1.5;
+  ref.real_pixels = {0.1, 0.2, 4.5, 0.0};
+  ref.base_images_a = full({30, 1, 4, 4}, 0.25);
+  const std::string good = dir + "/good.safetensors";
+  flow::save_reference(good, ref, "k");
+  flow::EvalReference back;
+  ASSERT_TRUE(flow::load_reference(good, "k", o, &back));
+  EXPECT_EQ(back.base_b.size(), 10u);
+  EXPECT_EQ(back.base_b[3].mean, ref.base_b[3].mean);
+  EXPECT_EQ(back.real_b.n, 30);
+  EXPECT_EQ(back.fd_base_floor, ref.fd_base_floor);
+  EXPECT_FALSE(flow::load_reference(good, "another key", o, &back));
+  flow::EvalOptions other = o;
+  other.per_prompt = 4;  // same key by construction here, other sizes
+  EXPECT_FALSE(flow::load_reference(good, "k", other, &back));
+
+  SafetensorsFile f = load_safetensors(good);
+  auto write = [&](const std::string& name, std::map<std::string, Tensor> t, std::map<std::string, std::string> md) {
+    std::map<std::string, Tensor> all;
+    for (const auto& [k, v] : f.tensors) all[k] = v;
+    for (auto& [k, v] : t) all[k] = v;
+    std::map<std::string, std::string> meta = f.metadata;
+    for (auto& [k, v] : md) meta[k] = v;
+    const std::string path = dir + "/" + name + ".safetensors";
+    save_safetensors(path, all, meta);
+    return path;
+  };
+  const auto F = [](std::vector<double> v, Shape s) { return from_vector(v, s, opts(DType::F64)); };
+  const std::vector<std::string> bad = {
+      write("meta_not_a_count", {}, {{"base_n", "three"}}),
+      write("meta_negative", {}, {{"real_n", "-30"}}),
+      write("zero_prompts", {{"base_b_mean", F({}, {0, 2})}, {"base_b_cov", F({}, {0, 2, 2})}}, {}),
+      write("zero_real_rows", {{"real_b_mean", F({}, {0, 2})}, {"real_b_cov", F({}, {0, 2, 2})}}, {}),
+      write("nan_floor", {{"fd_base_floor", F({0, 1, 2, 3, std::nan(""), 5, 6, 7, 8, 9}, {10})}}, {}),
+      write("short_floor", {{"fd_base_floor", F({0, 1}, {2})}}, {}),
+      write("other_width", {{"real_b_mean", F({1, 2, 3}, {1, 3})}, {"real_b_cov", F(std::vector<double>(9, 1.0), {1, 3, 3})}}, {}),
+      write("images_shape", {{"base_images_a", full({7, 1, 4, 4}, 0.0)}}, {}),
+  };
+  for (const auto& path : bad) {
+    SCOPED_TRACE(path);
+    flow::EvalReference r;
+    bool ok = true;
+    EXPECT_NO_THROW(ok = flow::load_reference(path, "k", o, &r));
+    EXPECT_FALSE(ok);
+  }
+  std::filesystem::remove_all(dir);
 }
 
 TEST(Metrics, RidgeRecoversAnExactLinearModel) {
