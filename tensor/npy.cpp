@@ -1,6 +1,8 @@
 #include "tensor/npy.h"
 
 #include <cstdio>
+#include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <vector>
@@ -99,11 +101,35 @@ Tensor load_npy(const std::string& path) {
       VGG_FAIL("load_npy: '", path, "' has a bad shape '", sh, "'");
     }
   }
+  // the element count and byte size, overflow-checked, against what the file holds: nothing is
+  // allocated for a header that promises more than the file has
+  VGG_CHECK(static_cast<int>(shape.size()) <= kMaxDims, "load_npy: '", path, "' has ", shape.size(),
+            " dims (at most ", kMaxDims, ")");
+  int64_t numel = 1;
+  for (int64_t d : shape) {
+    VGG_CHECK(d >= 0, "load_npy: '", path, "' has a negative dimension in shape '", sh, "'");
+    VGG_CHECK(!__builtin_mul_overflow(numel, d, &numel), "load_npy: '", path, "' has a shape '", sh,
+              "' whose element count overflows");
+  }
+  int64_t want64 = 0;
+  VGG_CHECK(!__builtin_mul_overflow(numel, static_cast<int64_t>(itemsize(dt)), &want64), "load_npy: '", path,
+            "' has a shape '", sh, "' whose byte size overflows");
+  const int64_t offset = (magic[6] == 1 ? 10 : 12) + static_cast<int64_t>(hl);
+  std::error_code ec;
+  const auto file_bytes = static_cast<int64_t>(std::filesystem::file_size(path, ec));
+  VGG_CHECK(!ec && file_bytes - offset >= want64, "load_npy: '", path, "' is truncated: shape '", sh, "' needs ",
+            want64, " data bytes at offset ", offset, ", the file has ", ec ? 0 : std::max<int64_t>(0, file_bytes - offset));
   Tensor t = empty(shape, dt);
-  std::streamsize want = static_cast<std::streamsize>(t.numel() * itemsize(dt));
+  const auto want = static_cast<std::streamsize>(want64);
   f.read(static_cast<char*>(t.data_ptr()), want);
   VGG_CHECK(f.gcount() == want, "load_npy: '", path, "' is truncated: expected ", want, " data bytes at offset ",
-            (magic[6] == 1 ? 10 : 12) + hl, ", got ", f.gcount());
+            offset, ", got ", f.gcount());
+  if (dt == DType::Bool) {  // numpy writes 0 or 1; any other byte is not a bool
+    const auto* b = static_cast<const unsigned char*>(t.data_ptr());
+    for (int64_t i = 0; i < numel; ++i)
+      VGG_CHECK(b[i] <= 1, "load_npy: '", path, "' has a bool element ", i, " of byte value ", int(b[i]),
+                " (only 0 and 1 are bools)");
+  }
   return t;
 }
 
