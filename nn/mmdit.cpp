@@ -16,17 +16,27 @@ bool MMDiTConfig::is_dual(int64_t layer) const {
 }
 
 void MMDiTConfig::validate() const {
-  auto pos = [](const char* f, int64_t v) { VGG_CHECK(v > 0, "MMDiT config: ", f, " must be positive, got ", v); };
-  pos("sample_size", sample_size);
-  pos("patch_size", patch_size);
-  pos("in_channels", in_channels);
-  pos("out_channels", out_channels);
-  pos("num_layers", num_layers);
-  pos("attention_head_dim", attention_head_dim);
-  pos("num_attention_heads", num_attention_heads);
-  pos("joint_attention_dim", joint_attention_dim);
-  pos("pooled_projection_dim", pooled_projection_dim);
-  pos("pos_embed_max_size", pos_embed_max_size);
+  // positive and at most a bound far above any released model (SD3.5-large: 38 layers, 38 heads of
+  // 64, joint 4096, pooled 2048, 16 channels), so a config cannot drive allocation or overflow dim()
+  auto pos = [](const char* f, int64_t v, int64_t hi) {
+    VGG_CHECK(v > 0, "MMDiT config: ", f, " must be positive, got ", v);
+    VGG_CHECK(v <= hi, "MMDiT config: ", f, " is ", v, ", more than the supported ", hi);
+  };
+  pos("sample_size", sample_size, 4096);
+  pos("patch_size", patch_size, 64);
+  pos("in_channels", in_channels, 1024);
+  pos("out_channels", out_channels, 1024);
+  pos("num_layers", num_layers, 512);
+  pos("attention_head_dim", attention_head_dim, 1024);
+  pos("num_attention_heads", num_attention_heads, 1024);
+  pos("joint_attention_dim", joint_attention_dim, 65536);
+  pos("pooled_projection_dim", pooled_projection_dim, 65536);
+  pos("pos_embed_max_size", pos_embed_max_size, 4096);
+  // the blocks' weights alone are ~12·D² per stream and layer: refuse what no device can hold
+  const double D = static_cast<double>(dim());
+  const double params = 24.0 * D * D * static_cast<double>(num_layers);
+  VGG_CHECK(params <= 1e11, "MMDiT config: ", num_layers, " layers of width ", dim(), " would be about ", params / 1e9,
+            " G parameters (at most 100 G are supported)");
   VGG_CHECK(caption_projection_dim == dim(), "MMDiT config: caption_projection_dim (", caption_projection_dim,
             ") must equal num_attention_heads x attention_head_dim (", dim(), ")");
   VGG_CHECK(dim() % 4 == 0, "MMDiT config: the width ", dim(), " must be a multiple of 4 (2-D sin-cos table)");

@@ -235,5 +235,32 @@ TEST(MMDiTForward, TokensDoNotLeakAcrossTheBatch) {
   EXPECT_TRUE(all_close(single, one(all), 1e-12, 1e-12));
 }
 
+// A config cannot drive allocation or overflow the width: every size has an upper bound, and the
+// parameter count implied is checked before anything is allocated (the hostile-input review:
+// num_layers 1000000 allocated until memory ran out; heads × head_dim overflowed).
+TEST(MMDiTConfigBounds, HugeOrOverflowingSizesAreRefusedBeforeAllocating) {
+  auto with = [](auto set) {
+    nn::MMDiTConfig c = nn::MMDiTConfig::named("tiny");
+    set(c);
+    return c;
+  };
+  EXPECT_TRUE(throws_error([&] { with([](auto& c) { c.num_layers = 1000000; }).validate(); }, {"num_layers", "1000000"}));
+  EXPECT_TRUE(throws_error([&] {
+    with([](auto& c) {
+      c.num_attention_heads = int64_t{1} << 40;
+      c.attention_head_dim = int64_t{1} << 40;
+    }).validate();
+  }, {"attention_head_dim"}));
+  EXPECT_TRUE(throws_error([&] {
+    with([](auto& c) {
+      c.num_layers = 512, c.num_attention_heads = 1024, c.attention_head_dim = 1024, c.caption_projection_dim = 1 << 20;
+    }).validate();
+  }, {"G parameters"}));
+  EXPECT_TRUE(throws_error([&] { with([](auto& c) { c.sample_size = 1 << 20; }).validate(); }, {"sample_size"}));
+  EXPECT_NO_THROW(nn::MMDiTConfig::named("sd3.5-large").validate());
+  // a model built from a refused config allocates nothing: the constructor validates first
+  EXPECT_TRUE(throws_error([&] { nn::MMDiT m(with([](auto& c) { c.num_layers = 1000000; })); }, {"num_layers"}));
+}
+
 }  // namespace
 }  // namespace vgg::test
