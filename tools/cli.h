@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "tools/durable.h"
+
 namespace vgg::cli {
 
 struct UsageError : std::runtime_error {
@@ -96,15 +98,13 @@ class Flags {
 };
 
 // Writes text to path through a temporary file renamed into place.
-inline void write_text_atomic(const std::filesystem::path& p, const std::string& text) {
-  std::filesystem::path tmp = p;
-  tmp += ".tmp";
-  {
-    std::ofstream o(tmp);
-    o << text;
-    if (!o) throw std::runtime_error("cannot write " + tmp.string());
-  }
-  std::filesystem::rename(tmp, p);
+// (tools/durable.h: checked writes, fsync, rename, directory fsync)
+inline void write_text_atomic(const std::filesystem::path& p, const std::string& text) { write_durable(p, text); }
+
+// One line appended to a log (metrics.jsonl), flushed and checked: a full disk is an error.
+inline void append_line(std::ofstream& o, const std::filesystem::path& p, const std::string& line) {
+  o << line << "\n" << std::flush;
+  if (!o) throw std::runtime_error("cannot write " + p.string() + " (disk full?)");
 }
 
 // Seconds as h:mm:ss (progress-bar ETAs).

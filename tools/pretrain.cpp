@@ -156,20 +156,16 @@ struct Run {
     ema = std::make_unique<nn::EMA>(params, s.d("ema"), /*warmup=*/true, names);
   }
 
+  // ckpt-<step>/ written in full, then `checkpoint` switched to it by one rename (tools/durable.h)
   void save(const fs::path& dir, int64_t step, std::pair<int64_t, int64_t> data_state) {
-    fs::path tmp = dir / "checkpoint.tmp", fin = dir / "checkpoint", old = dir / "checkpoint.old";
-    fs::remove_all(tmp);
-    fs::create_directories(tmp);
-    nn::save_weights((tmp / "transformer.safetensors").string(), *model, {{"config", cfg.to_json()}});
-    nn::save_weights((tmp / "prompts.safetensors").string(), *prompts);
-    nn::save_tensors((tmp / "ema.safetensors").string(), ema->state_dict());
-    nn::save_tensors((tmp / "optimizer.safetensors").string(), opt->state_dict());
-    cli::write_text_atomic(tmp / "state.json",
-               json{{"step", step}, {"epoch", data_state.first}, {"position", data_state.second}}.dump(2) + "\n");
-    fs::remove_all(old);
-    if (fs::exists(fin)) fs::rename(fin, old);
-    fs::rename(tmp, fin);
-    fs::remove_all(old);
+    cli::commit_checkpoint(dir, step, [&](const fs::path& tmp) {
+      nn::save_weights((tmp / "transformer.safetensors").string(), *model, {{"config", cfg.to_json()}});
+      nn::save_weights((tmp / "prompts.safetensors").string(), *prompts);
+      nn::save_tensors((tmp / "ema.safetensors").string(), ema->state_dict());
+      nn::save_tensors((tmp / "optimizer.safetensors").string(), opt->state_dict());
+      cli::write_text_atomic(tmp / "state.json",
+                             json{{"step", step}, {"epoch", data_state.first}, {"position", data_state.second}}.dump(2) + "\n");
+    });
     // the EMA weights as a ready-to-use model (what the other tools load)
     ema->copy_to(ema_params);
     nn::save_weights((dir / "model_ema.safetensors.tmp").string(), *ema_model, {{"config", cfg.to_json()}});
@@ -179,7 +175,7 @@ struct Run {
   }
 
   json load(const fs::path& dir) {
-    fs::path c = dir / "checkpoint";
+    const fs::path c = cli::latest_checkpoint(dir);  // the newest complete one
     nn::load_weights((c / "transformer.safetensors").string(), *model);
     nn::load_weights((c / "prompts.safetensors").string(), *prompts);
     ema->load_state_dict(nn::load_tensors((c / "ema.safetensors").string()));
@@ -218,12 +214,12 @@ int run(int argc, char** argv) {
     for (const char* k : {"--config", "--batch", "--lr", "--warmup", "--weight-decay", "--max-grad-norm", "--ema",
                           "--shift", "--drop", "--tokens", "--seed", "--data", "--limit"})
       if (f.has(k)) throw cli::UsageError(std::string(k) + " cannot change on --resume (only --steps can)");
-    if (!fs::exists(out / "checkpoint" / "state.json"))
+    if (cli::latest_checkpoint(out).empty())
       throw std::runtime_error("--resume: no checkpoint in " + out.string());
     const int64_t new_steps = s.i("steps");
     s.j = read_json(out / "config.json");
     if (f.has("--steps")) s.j["steps"] = new_steps;
-  } else if (fs::exists(out / "checkpoint")) {
+  } else if (cli::holds_a_run(out)) {
     throw std::runtime_error(out.string() + " already holds a run (use --resume, or another --out)");
   }
   fs::create_directories(out / "samples");
@@ -275,16 +271,14 @@ int run(int argc, char** argv) {
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double per_step = elapsed / static_cast<double>(step - first);
     if (step % s.i("log_every") == 0 || step == steps) {
-      metrics << json{{"step", step},
+      cli::append_line(metrics, out / "metrics.jsonl", json{{"step", step},
                       {"loss", loss_sum / static_cast<double>(loss_n)},
                       {"lr", r.opt->lr(0)},
                       {"grad_norm", st.groups[0].grad_norm},
                       {"clipped", st.groups[0].clipped},
                       {"sec_per_step", per_step},
                       {"images_per_sec", static_cast<double>(B) / per_step}}
-                     .dump()
-              << "\n"
-              << std::flush;
+                     .dump());
       loss_sum = 0, loss_n = 0;
     }
     std::fprintf(stderr, "\r[%lld/%lld] loss %.4f  lr %.2e  %.2f s/step  ETA %s   ", static_cast<long long>(step),

@@ -217,13 +217,13 @@ int run(int argc, char** argv) {
       if (f.has(flag_of(s.key)) && std::string(s.key) != "steps")
         throw cli::UsageError(flag_of(s.key) + " cannot change on --resume (only --steps can)");
     if (f.has("--config")) throw cli::UsageError("--config cannot be given with --resume (the run has its own)");
-    if (!fs::exists(out / "checkpoint" / "state.json")) throw std::runtime_error("--resume: no checkpoint in " + out.string());
+    if (cli::latest_checkpoint(out).empty()) throw std::runtime_error("--resume: no checkpoint in " + out.string());
     std::ifstream in(out / "config.json");
     cfg = json::parse(in);
     if (f.has("--steps")) cfg["steps"] = f.integer("--steps", 0, 1, 1000000);
   } else {
     cfg = resolve(f);
-    if (fs::exists(out / "checkpoint") || fs::exists(out / "metrics.jsonl"))
+    if (cli::holds_a_run(out))
       throw std::runtime_error(out.string() + " already holds a run (use --resume, or another --out)");
   }
   const std::string method = cfg["method"], reward_name = cfg["reward"];
@@ -278,11 +278,12 @@ int run(int argc, char** argv) {
   int64_t step = 0;
   fs::create_directories(out / "samples");
   if (resume) {
-    std::ifstream in(out / "checkpoint" / "state.json");
+    const fs::path ck = cli::latest_checkpoint(out);  // the newest complete one (tools/durable.h)
+    std::ifstream in(ck / "state.json");
     step = json::parse(in)["step"].get<int64_t>();
-    nn::load_lora((out / "checkpoint" / "lora.safetensors").string(), *pol.model.net);
-    if (value) value->load_state(nn::load_tensors((out / "checkpoint" / "value.safetensors").string()));
-    opt.load_state_dict(nn::load_tensors((out / "checkpoint" / "optimizer.safetensors").string()));
+    nn::load_lora((ck / "lora.safetensors").string(), *pol.model.net);
+    if (value) value->load_state(nn::load_tensors((ck / "value.safetensors").string()));
+    opt.load_state_dict(nn::load_tensors((ck / "optimizer.safetensors").string()));
   } else {
     std::ofstream(out / "metrics.jsonl", std::ios::trunc);
   }
@@ -322,7 +323,7 @@ int run(int argc, char** argv) {
                                                 flow::per_class_ids(eo.per_prompt), eo.sampling, eo.seed);
     json e = flow::evaluate_images(imgs, rw, ref);
     e["seconds"] = since(te);
-    metrics << json{{"step", at}, {"eval", e}, {"elapsed_s", since(t_start)}}.dump() << "\n" << std::flush;
+    cli::append_line(metrics, out / "metrics.jsonl", json{{"step", at}, {"eval", e}, {"elapsed_s", since(t_start)}}.dump());
     return e;
   };
   auto grid = [&](int64_t at) {
@@ -331,18 +332,14 @@ int run(int argc, char** argv) {
     Tensor img = flow::sample_images(pol.model.velocity(), *pol.model.prompts, flow::per_class_ids(6), eo.sampling, seed + 99);
     flow::write_png((out / "samples" / name).string(), flow::make_grid(img, 6));
   };
+  // ckpt-<step>/ written in full, then `checkpoint` switched to it by one rename (tools/durable.h)
   auto checkpoint = [&](int64_t at) {
-    fs::path tmp = out / "checkpoint.tmp", fin = out / "checkpoint", old = out / "checkpoint.old";
-    fs::remove_all(tmp);
-    fs::create_directories(tmp);
-    nn::save_lora((tmp / "lora.safetensors").string(), *pol.model.net);
-    if (value) nn::save_tensors((tmp / "value.safetensors").string(), value->state());
-    nn::save_tensors((tmp / "optimizer.safetensors").string(), opt.state_dict());
-    cli::write_text_atomic(tmp / "state.json", json{{"step", at}, {"rng", "Generator(seed, 5000 + step) per update"}}.dump(2) + "\n");
-    fs::remove_all(old);
-    if (fs::exists(fin)) fs::rename(fin, old);
-    fs::rename(tmp, fin);
-    fs::remove_all(old);
+    cli::commit_checkpoint(out, at, [&](const fs::path& tmp) {
+      nn::save_lora((tmp / "lora.safetensors").string(), *pol.model.net);
+      if (value) nn::save_tensors((tmp / "value.safetensors").string(), value->state());
+      nn::save_tensors((tmp / "optimizer.safetensors").string(), opt.state_dict());
+      cli::write_text_atomic(tmp / "state.json", json{{"step", at}, {"rng", "Generator(seed, 5000 + step) per update"}}.dump(2) + "\n");
+    });
   };
   if (step == 0) {
     json e = evaluate(0);
@@ -419,7 +416,7 @@ int run(int argc, char** argv) {
     const double per = el / static_cast<double>(step - first);
     line["sec_per_update"] = per;  // since the first update, evaluations included (the ETA's rate)
     line["update_s"] = since(tu), line["elapsed_s"] = since(t_start);
-    metrics << line.dump() << "\n" << std::flush;
+    cli::append_line(metrics, out / "metrics.jsonl", line.dump());
     std::fprintf(stderr, "\r[%lld/%lld] reward %.4f  loss %.4g  %.1f s/update  ETA %s   ", static_cast<long long>(step),
                  static_cast<long long>(steps), line["reward"].get<double>(), loss.item(), per,
                  cli::format_hms(per * static_cast<double>(steps - step)).c_str());

@@ -1,0 +1,177 @@
+// Durable files and atomic checkpoints for the run folders the tools write (vgg_train, vgg_pretrain).
+//
+// write_durable(path, bytes): the bytes go to <path>.tmp with every write checked, are flushed to
+// the disk (fsync) and closed (checked), the file is renamed over <path> and the directory is
+// fsync'ed; a crash or an I/O error leaves the old file or the new one, never a short one, and a
+// failure throws one line naming the file (a full disk is an error, not an empty state.json).
+//
+// Checkpoints: a run folder holds step-numbered folders ckpt-<step>/ and a symbolic link
+// `checkpoint` to the newest. commit_checkpoint writes every file of the new one under
+// ckpt-<step>.tmp/, renames that to ckpt-<step>/ (complete by construction), then switches the link
+// with one rename of a new link over the old one, and only then removes older ckpt-* folders. A
+// kill at any moment leaves the previous checkpoint reachable: latest_checkpoint() follows the
+// link, or falls back to the newest complete ckpt-<step>/ (a kill between the folder's rename and
+// the link's), or to the pre-link layout (checkpoint/ or checkpoint.old/ folders).
+//
+// Tests inject failures with VGG_FAIL_DURABLE_WRITE=N: the N-th durable write of the process (from 1)
+// fails as a full disk would.
+#pragma once
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace vgg::cli {
+
+namespace durable_detail {
+inline int& write_count() {
+  static int n = 0;
+  return n;
+}
+// the write (counted from 1) that fails; 0: none (VGG_FAIL_DURABLE_WRITE, or set by a test)
+inline int& fail_at() {
+  static int n = [] {
+    const char* e = std::getenv("VGG_FAIL_DURABLE_WRITE");
+    return e ? std::atoi(e) : 0;
+  }();
+  return n;
+}
+inline bool injected_failure() { return ++write_count() == fail_at(); }
+[[noreturn]] inline void fail(const std::string& what, const std::filesystem::path& p, int err) {
+  throw std::runtime_error("cannot write " + p.string() + ": " + what + (err ? std::string(": ") + std::strerror(err) : ""));
+}
+inline void fsync_dir(const std::filesystem::path& dir) {
+  const int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd < 0) return;  // best effort: some file systems do not open directories
+  ::fsync(fd);
+  ::close(fd);
+}
+}  // namespace durable_detail
+
+inline void write_durable(const std::filesystem::path& p, const std::string& bytes) {
+  std::filesystem::path tmp = p;
+  tmp += ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) durable_detail::fail("open", tmp, errno);
+  size_t done = 0;
+  int err = 0;
+  if (durable_detail::injected_failure()) err = ENOSPC;
+  while (!err && done < bytes.size()) {
+    const ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) err = w < 0 ? errno : ENOSPC;
+    else done += static_cast<size_t>(w);
+  }
+  if (!err && ::fsync(fd) != 0) err = errno;
+  if (::close(fd) != 0 && !err) err = errno;
+  if (err) {
+    std::error_code ec;
+    std::filesystem::remove(tmp, ec);
+    durable_detail::fail("write", tmp, err);
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, p, ec);
+  if (ec) durable_detail::fail("rename to " + p.filename().string(), tmp, ec.value());
+  durable_detail::fsync_dir(p.parent_path());
+}
+
+// ---- checkpoints ---------------------------------------------------------------------------------
+
+inline std::filesystem::path checkpoint_dir(const std::filesystem::path& run, int64_t step) {
+  char name[40];
+  std::snprintf(name, sizeof name, "ckpt-%09lld", static_cast<long long>(step));
+  return run / name;
+}
+
+// the step of a folder named ckpt-<digits>, or -1
+inline int64_t checkpoint_step(const std::filesystem::path& p) {
+  const std::string n = p.filename().string();
+  if (n.size() < 6 || n.rfind("ckpt-", 0) != 0) return -1;
+  for (size_t i = 5; i < n.size(); ++i)
+    if (n[i] < '0' || n[i] > '9') return -1;
+  return n.size() - 5 > 18 ? -1 : std::stoll(n.substr(5));
+}
+
+inline bool complete_checkpoint(const std::filesystem::path& dir) {
+  std::error_code ec;
+  return std::filesystem::is_directory(dir, ec) && std::filesystem::is_regular_file(dir / "state.json", ec);
+}
+
+// The newest complete checkpoint of a run folder (see the header comment); empty when none.
+inline std::filesystem::path latest_checkpoint(const std::filesystem::path& run) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path link = run / "checkpoint";
+  if (complete_checkpoint(link)) return fs::is_symlink(link, ec) ? fs::canonical(link, ec) : link;
+  fs::path best;
+  int64_t best_step = -1;
+  if (fs::is_directory(run, ec))
+    for (const auto& e : fs::directory_iterator(run, ec)) {
+      const int64_t s = checkpoint_step(e.path());
+      if (s > best_step && complete_checkpoint(e.path())) best_step = s, best = e.path();
+    }
+  if (!best.empty()) return best;
+  if (complete_checkpoint(run / "checkpoint.old")) return run / "checkpoint.old";
+  return {};
+}
+
+// Anything a run leaves behind: a fresh run refuses a folder that has it.
+inline bool holds_a_run(const std::filesystem::path& run) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::exists(fs::symlink_status(run / "checkpoint", ec)) || fs::exists(run / "checkpoint.old", ec) ||
+      fs::exists(run / "metrics.jsonl", ec))
+    return true;
+  if (fs::is_directory(run, ec))
+    for (const auto& e : fs::directory_iterator(run, ec))
+      if (e.path().filename().string().rfind("ckpt-", 0) == 0) return true;
+  return false;
+}
+
+// Writes a checkpoint with write_files(folder) and makes it the run's checkpoint (see above).
+inline void commit_checkpoint(const std::filesystem::path& run, int64_t step,
+                              const std::function<void(const std::filesystem::path&)>& write_files) {
+  namespace fs = std::filesystem;
+  const fs::path fin = checkpoint_dir(run, step);
+  fs::path tmp = fin;
+  tmp += ".tmp";
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  write_files(tmp);
+  durable_detail::fsync_dir(tmp);
+  fs::remove_all(fin);  // a folder of this step from a run that was killed after writing it
+  fs::rename(tmp, fin);
+  durable_detail::fsync_dir(run);
+  // the switch: a new link renamed over `checkpoint` (a pre-link checkpoint/ folder is moved aside
+  // first; latest_checkpoint finds it as checkpoint.old until the link exists)
+  const fs::path link = run / "checkpoint", next = run / "checkpoint.next";
+  std::error_code ec;
+  if (fs::is_directory(fs::symlink_status(link, ec))) {
+    fs::remove_all(run / "checkpoint.old");
+    fs::rename(link, run / "checkpoint.old");
+  }
+  fs::remove(next, ec);
+  fs::create_directory_symlink(fin.filename(), next);
+  fs::rename(next, link);
+  durable_detail::fsync_dir(run);
+  // older checkpoints go only now
+  std::vector<fs::path> stale;
+  for (const auto& e : fs::directory_iterator(run)) {
+    const int64_t s = checkpoint_step(e.path());
+    const std::string n = e.path().filename().string();
+    if ((s >= 0 && s != step) || (n.rfind("ckpt-", 0) == 0 && n.size() > 4 && n.substr(n.size() - 4) == ".tmp"))
+      stale.push_back(e.path());
+  }
+  for (const auto& p : stale) fs::remove_all(p, ec);
+  fs::remove_all(run / "checkpoint.old", ec);
+}
+
+}  // namespace vgg::cli
