@@ -7,7 +7,8 @@
 //
 // The run directory holds config.json (the resolved settings), metrics.jsonl (one JSON object
 // per logged step), samples/step_NNNNNN.png (one row per prompt, fixed seeds, EMA weights) and
-// checkpoint/ (transformer, prompts, EMA, optimizer state, state.json), replaced atomically. A
+// checkpoint/ (transformer, prompts, EMA, optimizer state, state.json), a link to the newest complete
+// ckpt-<step>/ folder switched by one rename (tools/durable.h). A
 // run resumed from its checkpoint continues bit-identically to one that was never stopped.
 #include <chrono>
 #include <cstdio>

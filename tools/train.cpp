@@ -8,8 +8,9 @@
 // Every setting is a flag and a key of a JSON --config file (flags win); the resolved settings
 // are written to OUT/config.json. OUT also gets metrics.jsonl (one line per update, plus an
 // "eval" line every --eval-every updates), samples/step_NNNNNN.png (one row per class prompt,
-// fixed seeds), and checkpoint/ (LoRA, value net, optimizer state, state.json) replaced
-// atomically. Every update draws from Generator(seed, 5000 + step), so a resumed run repeats
+// fixed seeds), and checkpoint/ (LoRA, value net, optimizer state, state.json): a link to the newest
+// ckpt-<step>/ folder, switched by one rename once the folder is complete (tools/durable.h; --resume
+// falls back to the newest complete folder after a kill). Every update draws from Generator(seed, 5000 + step), so a resumed run repeats
 // the uninterrupted one.
 #include <chrono>
 #include <cstdio>
