@@ -95,30 +95,36 @@ std::string flag_of(const std::string& key) {
   return f;
 }
 
-// defaults <- config file <- flags, each value checked against its spec
-json resolve(const cli::Flags& f) {
+// a JSON config file's settings over j: known keys only, each of its default's type
+void apply_config_file(json& j, const std::string& path, const std::string& what) {
+  std::ifstream in(path);
+  if (!in) throw cli::UsageError("cannot open " + what + path);
+  json c;
+  try {
+    c = json::parse(in);
+  } catch (const std::exception& e) {
+    throw cli::UsageError(path + ": invalid JSON (" + e.what() + ")");
+  }
+  if (!c.is_object()) throw cli::UsageError(path + ": the config must be a JSON object");
+  for (auto& [k, v] : c.items()) {
+    if (!j.contains(k)) throw cli::UsageError(path + ": unknown setting '" + k + "'");
+    const json& d = j[k];
+    const bool ok = (d.is_string() && v.is_string()) || (d.is_boolean() && v.is_boolean()) ||
+                    (d.is_number_integer() && v.is_number_integer()) || (d.is_number_float() && v.is_number());
+    if (!ok) throw cli::UsageError(path + ": '" + k + "' must be a " + d.type_name() + ", got " + v.dump());
+    j[k] = v;
+  }
+}
+
+// defaults <- config file (--config, or a resumed run's config.json) <- flags, each value checked
+// against its spec: a resumed run's saved settings pass the same checks as a --config file
+json resolve(const cli::Flags& f, const std::string& saved_config = "") {
   json j;
   for (const Spec& s : specs()) j[s.key] = s.def;
-  if (f.has("--config")) {
-    const std::string path = f.str("--config", "");
-    std::ifstream in(path);
-    if (!in) throw cli::UsageError("cannot open --config " + path);
-    json c;
-    try {
-      c = json::parse(in);
-    } catch (const std::exception& e) {
-      throw cli::UsageError(path + ": invalid JSON (" + e.what() + ")");
-    }
-    if (!c.is_object()) throw cli::UsageError(path + ": the config must be a JSON object");
-    for (auto& [k, v] : c.items()) {
-      if (!j.contains(k)) throw cli::UsageError(path + ": unknown setting '" + k + "'");
-      const json& d = j[k];
-      const bool ok = (d.is_string() && v.is_string()) || (d.is_boolean() && v.is_boolean()) ||
-                      (d.is_number_integer() && v.is_number_integer()) || (d.is_number_float() && v.is_number());
-      if (!ok) throw cli::UsageError(path + ": '" + k + "' must be a " + d.type_name() + ", got " + v.dump());
-      j[k] = v;
-    }
-  }
+  if (!saved_config.empty())
+    apply_config_file(j, saved_config, "the run's config ");
+  else if (f.has("--config"))
+    apply_config_file(j, f.str("--config", ""), "--config ");
   for (const Spec& s : specs()) {
     const std::string fl = flag_of(s.key);
     json& v = j[s.key];
@@ -218,10 +224,23 @@ int run(int argc, char** argv) {
       if (f.has(flag_of(s.key)) && std::string(s.key) != "steps")
         throw cli::UsageError(flag_of(s.key) + " cannot change on --resume (only --steps can)");
     if (f.has("--config")) throw cli::UsageError("--config cannot be given with --resume (the run has its own)");
-    if (cli::latest_checkpoint(out).empty()) throw std::runtime_error("--resume: no checkpoint in " + out.string());
-    std::ifstream in(out / "config.json");
-    cfg = json::parse(in);
-    if (f.has("--steps")) cfg["steps"] = f.integer("--steps", 0, 1, 1000000);
+    const fs::path ck = cli::latest_checkpoint(out);
+    if (ck.empty()) throw std::runtime_error("--resume: no checkpoint in " + out.string());
+    cfg = resolve(f, (out / "config.json").string());  // checked as a --config file is; --steps may change
+    // the checkpoint's step: an integer within the run
+    json st;
+    try {
+      std::ifstream in(ck / "state.json");
+      st = json::parse(in);
+    } catch (const std::exception& e) {
+      throw std::runtime_error((ck / "state.json").string() + ": invalid JSON (" + e.what() + ")");
+    }
+    if (!st.is_object() || !st.contains("step") || !st["step"].is_number_integer() || st["step"].get<int64_t>() < 0)
+      throw std::runtime_error((ck / "state.json").string() + ": 'step' must be a non-negative integer");
+    const int64_t at = st["step"].get<int64_t>(), want = cfg["steps"].get<int64_t>();
+    if (at > want)
+      throw cli::UsageError("--steps " + std::to_string(want) + " is before the checkpoint's step " + std::to_string(at) +
+                            " (a run cannot be shortened by resuming it)");
   } else {
     cfg = resolve(f);
     if (cli::holds_a_run(out))
@@ -281,7 +300,7 @@ int run(int argc, char** argv) {
   if (resume) {
     const fs::path ck = cli::latest_checkpoint(out);  // the newest complete one (tools/durable.h)
     std::ifstream in(ck / "state.json");
-    step = json::parse(in)["step"].get<int64_t>();
+    step = json::parse(in)["step"].get<int64_t>();  // checked above
     nn::load_lora((ck / "lora.safetensors").string(), *pol.model.net);
     if (value) value->load_state(nn::load_tensors((ck / "value.safetensors").string()));
     opt.load_state_dict(nn::load_tensors((ck / "optimizer.safetensors").string()));
