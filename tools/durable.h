@@ -24,6 +24,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <stdexcept>
 #include <string>
@@ -81,6 +82,23 @@ inline void write_durable(const std::filesystem::path& p, const std::string& byt
   std::filesystem::rename(tmp, p, ec);
   if (ec) durable_detail::fail("rename to " + p.filename().string(), tmp, ec.value());
   durable_detail::fsync_dir(p.parent_path());
+}
+
+// The lines of a JSON-lines log whose "step" is at most `step` (lines that are not such an object,
+// e.g. a line cut short by a kill, are dropped); empty when the file does not exist.
+inline std::string lines_up_to_step(const std::string& path, int64_t step) {
+  std::ifstream in(path);
+  std::string out, line;
+  while (std::getline(in, line)) {
+    const size_t p = line.find("\"step\":");
+    if (p == std::string::npos || line.empty() || line.front() != '{' || line.back() != '}') continue;
+    const char* s = line.c_str() + p + 7;
+    char* end = nullptr;
+    const long long v = std::strtoll(s, &end, 10);
+    if (end == s || v > step) continue;
+    out += line + "\n";
+  }
+  return out;
 }
 
 // ---- checkpoints ---------------------------------------------------------------------------------

@@ -217,7 +217,9 @@ int run(int argc, char** argv) {
   }
   if (!f.positional().empty()) throw cli::UsageError("unexpected argument '" + f.positional()[0] + "' (see --help)");
   const fs::path out = f.str("--out", "runs/train");
+  if (out.empty()) throw cli::UsageError("--out must name a folder (an empty name would write into the current one)");
   const bool resume = f.has("--resume");
+  bool restart = false;  // --resume of a run that never reached its first checkpoint: it starts over
   json cfg;
   if (resume) {
     for (const Spec& s : specs())
@@ -225,8 +227,16 @@ int run(int argc, char** argv) {
         throw cli::UsageError(flag_of(s.key) + " cannot change on --resume (only --steps can)");
     if (f.has("--config")) throw cli::UsageError("--config cannot be given with --resume (the run has its own)");
     const fs::path ck = cli::latest_checkpoint(out);
-    if (ck.empty()) throw std::runtime_error("--resume: no checkpoint in " + out.string());
+    if (ck.empty() && !fs::exists(out / "config.json")) throw std::runtime_error("--resume: no run in " + out.string());
     cfg = resolve(f, (out / "config.json").string());  // checked as a --config file is; --steps may change
+    if (ck.empty()) {  // killed or failed before its first checkpoint: nothing to continue, start over
+      restart = true;
+      std::fprintf(stderr, "vgg_train: %s has no checkpoint yet: starting over with its saved settings\n",
+                   out.string().c_str());
+    }
+  }
+  if (resume && !restart) {
+    const fs::path ck = cli::latest_checkpoint(out);
     // the checkpoint's step: an integer within the run
     json st;
     try {
@@ -241,7 +251,7 @@ int run(int argc, char** argv) {
     if (at > want)
       throw cli::UsageError("--steps " + std::to_string(want) + " is before the checkpoint's step " + std::to_string(at) +
                             " (a run cannot be shortened by resuming it)");
-  } else {
+  } else if (!resume) {
     cfg = resolve(f);
     if (cli::holds_a_run(out))
       throw std::runtime_error(out.string() + " already holds a run (use --resume, or another --out)");
@@ -297,15 +307,18 @@ int run(int argc, char** argv) {
 
   int64_t step = 0;
   fs::create_directories(out / "samples");
-  if (resume) {
+  if (resume && !restart) {
     const fs::path ck = cli::latest_checkpoint(out);  // the newest complete one (tools/durable.h)
     std::ifstream in(ck / "state.json");
     step = json::parse(in)["step"].get<int64_t>();  // checked above
     nn::load_lora((ck / "lora.safetensors").string(), *pol.model.net);
     if (value) value->load_state(nn::load_tensors((ck / "value.safetensors").string()));
     opt.load_state_dict(nn::load_tensors((ck / "optimizer.safetensors").string()));
+    // the lines of updates after the checkpoint are written again by the resumed run (the same
+    // numbers): keep only those up to the checkpoint, so no update is logged twice
+    cli::write_durable(out / "metrics.jsonl", cli::lines_up_to_step((out / "metrics.jsonl").string(), step));
   } else {
-    std::ofstream(out / "metrics.jsonl", std::ios::trunc);
+    cli::write_durable(out / "metrics.jsonl", "");
   }
   cli::write_text_atomic(out / "config.json", cfg.dump(2) + "\n");
   std::ofstream metrics(out / "metrics.jsonl", std::ios::app);

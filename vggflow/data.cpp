@@ -210,7 +210,7 @@ ImageSet load_fashion_mnist(bool train, const std::string& dir_in, int64_t pad_t
     const std::string file = split + (images.empty() ? "-images-idx3" : "-labels-idx1") + "-ubyte[.gz]";
     const std::string missing = fs::is_directory(dir, ec) ? "no " + file : "the directory does not exist";
     VGG_FAIL("Fashion-MNIST not found in ", dir, " (", missing,
-             "; install the Debian package dataset-fashion-mnist, or pass --data DIR with ", split,
+             "; install the Debian package dataset-fashion-mnist, or point VGG_DATA_DIR (or vgg_pretrain's --data) at a folder with ", split,
              "-images-idx3-ubyte[.gz] and ", split, "-labels-idx1-ubyte[.gz])");
   }
   return load_idx(images, labels, pad_to, limit, 10);

@@ -227,7 +227,7 @@ TEST(DataFashionMnist, GridOfTestImagesRoundTripsThroughPng) {
 TEST(DataFashionMnist, MissingDirectoryNamesThePackage) {
   EXPECT_TRUE(test::throws_error([] { flow::load_fashion_mnist(true, "/nonexistent/fmnist"); },
                                  {"Fashion-MNIST not found in /nonexistent/fmnist", "does not exist",
-                                  "dataset-fashion-mnist", "--data DIR", "train-images-idx3-ubyte[.gz]"}));
+                                  "dataset-fashion-mnist", "VGG_DATA_DIR", "train-images-idx3-ubyte[.gz]"}));
   std::string dir = tmp_dir("empty");
   EXPECT_TRUE(test::throws_error([&] { flow::load_fashion_mnist(false, dir); },
                                  {"Fashion-MNIST not found in", "no t10k-images-idx3-ubyte[.gz]",
