@@ -3,6 +3,8 @@
 #include <cmath>
 #include <functional>
 
+#include "autograd/ops_util.h"
+#include "kernels/elementwise.h"
 #include "tests/support/test_support.h"
 
 using namespace vgg;
@@ -546,4 +548,19 @@ TEST(ForwardLinalg, LoraLinearEqualsItsComposition) {
   for (int i = 0; i < 5; ++i) EXPECT_TRUE(test::all_close(g[1][i], g[0][i], 1e-12, 1e-12)) << "input " << i;
   EXPECT_TRUE(test::throws_error([] { ops::lora_linear(test::rnd({2, 5}, 1), test::rnd({3, 5}, 2), Tensor(), test::rnd({2, 4}, 3), test::rnd({3, 2}, 4), 1.0); },
                                  {"lora_linear: shapes do not fit"}));
+}
+
+// BinaryOp::GeluTanhBwd (the GPU's one-pass GELU backward) is g·gelu'(x): on the CPU it must equal
+// the composed rule mul(g, gelu_tanh_grad(x)) it replaces, in f64, broadcast g included.
+TEST(ForwardKernels, GeluTanhBwdIsTheComposedGeluBackward) {
+  Tensor g = test::rnd({5, 7}, 81), x = ops::mul(test::rnd({1, 7}, 82), 3.0);
+  Tensor xe = ops::contiguous(ops::expand(x, {5, 7}));
+  Tensor out = empty({5, 7}, DType::F64);
+  get_kernel<kernels::BinaryKernel>(Device::cpu(), DType::F64)(
+      kernels::BinaryOp::GeluTanhBwd, kernels::make_layout(g.shape(), g.strides()), g.data_ptr(),
+      kernels::make_layout(xe.shape(), xe.strides()), xe.data_ptr(), out.data_ptr());
+  Tensor ref = ops::mul(g, ops::detail::gelu_tanh_grad(xe));
+  EXPECT_TRUE(test::all_close(out, ref, 1e-14, 1e-12));
+  EXPECT_STREQ(kernels::binary_name(kernels::BinaryOp::GeluTanhBwd), "gelu_tanh_bwd");
+  EXPECT_STREQ(kernels::binary_name(kernels::BinaryOp::Ge), "ge");  // the names after it still line up
 }
