@@ -36,7 +36,15 @@ void load_lora(const std::string& path, Module& m, const std::string& prefix) {
   for (const char* key : {"lora_rank", "lora_alpha"}) {
     auto it = f.metadata.find(key);
     if (it == f.metadata.end()) continue;
-    double a = std::stod(it->second), b = std::stod(have[key]);
+    double a = 0;
+    try {
+      size_t used = 0;
+      a = std::stod(it->second, &used);
+      if (used != it->second.size()) throw std::invalid_argument(key);
+    } catch (const std::exception&) {
+      VGG_FAIL(path, ": metadata ", key, " '", it->second, "' is not a number");
+    }
+    const double b = std::stod(have[key]);  // written by lora_metadata
     VGG_CHECK(std::abs(a - b) <= 1e-12 * std::abs(b), path, ": adapter ", key, " is ", it->second,
               " in the file but ", have[key], " in the model");
   }
@@ -68,7 +76,9 @@ std::vector<std::string> attach_lora_file(const std::string& path, Module& m, co
   lc.alpha = static_cast<double>(lc.rank);
   if (auto it = f.metadata.find("lora_alpha"); it != f.metadata.end()) {
     try {
-      lc.alpha = std::stod(it->second);
+      size_t used = 0;
+      lc.alpha = std::stod(it->second, &used);
+      if (used != it->second.size() || !std::isfinite(lc.alpha)) throw std::invalid_argument("lora_alpha");
     } catch (const std::exception&) {
       VGG_FAIL(path, ": metadata lora_alpha '", it->second, "' is not a number");
     }

@@ -7,6 +7,7 @@
 #include "autograd/grad_mode.h"
 #include "tensor/error.h"
 #include "tensor/factory.h"
+#include "tensor/json.h"
 
 namespace vgg::nn {
 
@@ -98,12 +99,7 @@ std::vector<std::string> MMDiTConfig::names() {
 }
 
 MMDiTConfig MMDiTConfig::from_json(const std::string& text) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text);
-  } catch (const std::exception& e) {
-    VGG_FAIL("MMDiT config: invalid JSON (", e.what(), ")");
-  }
+  const nlohmann::json j = parse_json(text, "MMDiT config");
   VGG_CHECK(j.is_object(), "MMDiT config: the JSON must be an object");
   MMDiTConfig c;
   // SD3.5 configs may carry the diffusers class defaults for fields that are not in the

@@ -14,6 +14,7 @@
 #include <set>
 
 #include "tensor/factory.h"
+#include "tensor/json.h"
 
 namespace vgg {
 
@@ -127,24 +128,8 @@ Header parse_header(std::ifstream& f, const std::string& path, const char* fn) {
   Header h;
   h.data_start = 8 + n;
   h.data_len = size - 8 - n;
-  // Duplicate top-level keys would silently keep one of the two entries: refuse them.
-  std::set<std::string> seen;
-  auto on_event = [&](int depth, json::parse_event_t ev, json& v) {
-    if (ev == json::parse_event_t::key && depth == 1) {
-      std::string key = v.get<std::string>();
-      VGG_CHECK(seen.insert(key).second, at, ": header names '", key, "' twice");
-    }
-    return true;
-  };
-  json j;
-  try {
-    j = json::parse(text, on_event);
-  } catch (const json::parse_error& e) {
-    std::string msg = e.what();
-    auto p = msg.find("] ");
-    if (p != std::string::npos) msg = msg.substr(p + 2);
-    VGG_FAIL(at, ": header is not valid JSON (", msg, ")");
-  }
+  // strict: invalid JSON, numbers out of range and keys given twice (in any object) are refused
+  const json j = parse_json(text, at + ": header");
   VGG_CHECK(j.is_object(), at, ": header is not a JSON object (it is ", j.type_name(), ")");
 
   for (auto it = j.begin(); it != j.end(); ++it) {
@@ -296,6 +281,11 @@ SafetensorsFile load_safetensors(const std::string& path, std::optional<DType> c
               ", which cannot be loaded (supported: F32, F64, F16, BF16, I64, I32, I16, I8, U8, BOOL)");
     VGG_CHECK(e.shape.size() <= static_cast<size_t>(kMaxDims), tn, " has shape ", shape_str(e.shape), " with ",
               e.shape.size(), " dims; at most ", kMaxDims, " are supported");
+    try {
+      check_shape(e.shape, "shape");  // also an empty tensor's strides must fit in 64 bits
+    } catch (const Error& err) {
+      VGG_FAIL(tn, ": ", err.what());
+    }
     Tensor t = empty(e.shape, *dt);
     const uint64_t pos = h.data_start + e.begin, nbytes = e.end - e.begin;
     f.seekg(static_cast<std::streamoff>(pos));

@@ -1,5 +1,6 @@
 #include "tensor/shape.h"
 
+#include <algorithm>
 #include <sstream>
 
 #include "tensor/error.h"
@@ -53,6 +54,13 @@ void check_shape(const Shape& s, const char* op) {
   VGG_CHECK(static_cast<int>(s.size()) <= kMaxDims, op, ": shape ", shape_str(s), " has more than ", kMaxDims,
             " dims");
   for (auto v : s) VGG_CHECK(v >= 0, op, ": shape ", shape_str(s), " has a negative size");
+  // the contiguous strides (the product of the sizes, zeros counted as 1) and the byte count must fit
+  // in 64 bits: an empty [0, 2^62, 2^62] would otherwise overflow them
+  int64_t acc = 1;
+  bool overflow = false;
+  for (auto v : s) overflow = overflow || __builtin_mul_overflow(acc, std::max<int64_t>(v, 1), &acc);
+  VGG_CHECK(!overflow && acc <= (int64_t{1} << 59), op, ": shape ", shape_str(s),
+            " is too large (its strides or byte count overflow 64 bits)");
 }
 
 }  // namespace vgg

@@ -2,6 +2,7 @@
 // typed, range-checked getters, and a main() wrapper that turns errors into one line on stderr
 // with exit 2 (usage) or 1 (runtime).
 #pragma once
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -11,6 +12,7 @@
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "tools/durable.h"
@@ -58,14 +60,11 @@ class Flags {
     auto it = values_.find(name);
     if (it == values_.end()) return def;
     const std::string& v = it->second;
-    size_t used = 0;
+    // strict: decimal digits with an optional '-', nothing before or after ("--steps= 8" is refused)
     long long x = 0;
-    try {
-      x = std::stoll(v, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (v.empty() || used != v.size()) throw UsageError(name + " must be an integer, got '" + v + "'");
+    const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), x, 10);
+    if (v.empty() || ec != std::errc() || end != v.data() + v.size())
+      throw UsageError(name + " must be an integer, got '" + v + "'");
     if (x < lo || x > hi)
       throw UsageError(name + " must be in [" + std::to_string(lo) + ", " + (hi == INT64_MAX ? "inf" : std::to_string(hi)) +
                        "], got " + v);
@@ -75,14 +74,11 @@ class Flags {
     auto it = values_.find(name);
     if (it == values_.end()) return def;
     const std::string& v = it->second;
-    size_t used = 0;
+    // strict: a decimal number (1, -0.5, 3e-4); no spaces, no '+', no hex floats, no inf or nan
     double x = 0;
-    try {
-      x = std::stod(v, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (v.empty() || used != v.size() || !std::isfinite(x)) throw UsageError(name + " must be a number, got '" + v + "'");
+    const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), x, std::chars_format::general);
+    if (v.empty() || ec != std::errc() || end != v.data() + v.size() || !std::isfinite(x))
+      throw UsageError(name + " must be a number, got '" + v + "'");
     if (x < lo || x > hi) throw UsageError(name + " must be in [" + fmt(lo) + ", " + fmt(hi) + "], got " + v);
     return x;
   }

@@ -14,6 +14,7 @@
 // OUT is never overwritten without --force. Usage errors: one line, exit 2; runtime errors: one
 // line, exit 1.
 #include <algorithm>
+#include <charconv>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -89,9 +90,9 @@ int run(int argc, char** argv) {
       prefix = value();
     } else if (a == "--seed") {
       std::string v = value();
-      if (v.empty() || v.find_first_not_of("0123456789") != std::string::npos)
-        throw UsageError("--seed must be a non-negative integer, got '" + v + "'");
-      seed = std::stoull(v);
+      const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), seed, 10);
+      if (v.empty() || v[0] == '-' || ec != std::errc() || end != v.data() + v.size())
+        throw UsageError("--seed must be an integer in [0, 2^64), got '" + v + "'");
     } else if (a == "--force") {
       force = true;
     } else if (a.size() > 1 && a[0] == '-') {

@@ -13,10 +13,15 @@
 // link, or falls back to the newest complete ckpt-<step>/ (a kill between the folder's rename and
 // the link's), or to the pre-link layout (checkpoint/ or checkpoint.old/ folders).
 //
+// One process per run folder: RunLock holds an exclusive flock on <run>/.lock for its lifetime (the
+// kernel drops it when the process dies, also by SIGKILL, so a killed run never leaves a stale lock);
+// a second vgg_train or vgg_pretrain on the same folder is refused in one line naming the holder.
+//
 // Tests inject failures with VGG_FAIL_DURABLE_WRITE=N: the N-th durable write of the process (from 1)
 // fails as a full disk would.
 #pragma once
 #include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -191,5 +196,44 @@ inline void commit_checkpoint(const std::filesystem::path& run, int64_t step,
   for (const auto& p : stale) fs::remove_all(p, ec);
   fs::remove_all(run / "checkpoint.old", ec);
 }
+
+// ---- one process per run folder -------------------------------------------------------------------
+
+class RunLock {
+ public:
+  // Creates the folder if needed and takes the lock, or throws naming the process that holds it.
+  explicit RunLock(const std::filesystem::path& run) {
+    std::filesystem::create_directories(run);
+    const std::filesystem::path p = run / ".lock";
+    fd_ = ::open(p.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0) throw std::runtime_error("cannot open " + p.string() + ": " + std::strerror(errno));
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      const int err = errno;
+      char buf[32] = {0};
+      const ssize_t n = ::pread(fd_, buf, sizeof buf - 1, 0);
+      std::string holder = n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+      while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+      ::close(fd_);
+      fd_ = -1;
+      if (err == EWOULDBLOCK)
+        throw std::runtime_error(run.string() + " is in use by another run" +
+                                 (holder.empty() ? std::string() : " (process " + holder + ")") +
+                                 "; wait for it to end or use another --out");
+      throw std::runtime_error("cannot lock " + p.string() + ": " + std::strerror(err));
+    }
+    const std::string pid = std::to_string(::getpid()) + "\n";
+    if (::ftruncate(fd_, 0) == 0 && ::pwrite(fd_, pid.data(), pid.size(), 0) < 0) {
+      // the pid is only a hint in the message above; the lock itself is what counts
+    }
+  }
+  RunLock(const RunLock&) = delete;
+  RunLock& operator=(const RunLock&) = delete;
+  ~RunLock() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+ private:
+  int fd_ = -1;
+};
 
 }  // namespace vgg::cli

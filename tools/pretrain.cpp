@@ -15,12 +15,17 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include "autograd/engine.h"
 #include "nn/io.h"
 #include "nn/mmdit.h"
 #include "nn/optim.h"
+#include "tensor/json.h"
 #include "tools/cli.h"
 #include "vggflow/data.h"
 #include "vggflow/image.h"
@@ -57,6 +62,11 @@ constexpr const char* kHelp = R"(usage: vgg_pretrain [flags]
   --guidance X         CFG scale of the sample grids (default 4)
 )";
 
+const std::set<std::string> kValueFlags = {
+    "--out",   "--config", "--steps", "--batch", "--lr",    "--warmup",    "--weight-decay", "--max-grad-norm",
+    "--ema",   "--shift",  "--drop",  "--tokens", "--seed", "--data",      "--limit",        "--log-every",
+    "--sample-every", "--ckpt-every", "--sample-steps", "--guidance"};
+
 struct Settings {
   json j;  // the resolved settings, written to config.json
   std::string config() const { return j["config"]; }
@@ -88,6 +98,34 @@ Settings resolve(const cli::Flags& f) {
   return s;
 }
 
+// A run's saved config.json, each setting checked exactly as its flag is (ranges, types, unknown keys).
+Settings saved_settings(const fs::path& path) {
+  const json j = read_json_file(path.string());
+  if (!j.is_object()) throw std::runtime_error(path.string() + ": the config must be a JSON object");
+  std::vector<std::string> args = {"vgg_pretrain"};
+  for (const auto& [k, v] : j.items()) {
+    const bool text = k == "config" || k == "data";
+    if (text ? !v.is_string() : !v.is_number())
+      throw std::runtime_error(path.string() + ": '" + k + "' must be " + (text ? "a string" : "a number") + ", got " +
+                               v.dump());
+    std::string flag = "--" + k;
+    for (char& c : flag)
+      if (c == '_') c = '-';
+    args.push_back(flag + "=" + (text ? v.get<std::string>() : v.dump()));
+  }
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  try {
+    const cli::Flags f(static_cast<int>(argv.size()), argv.data(), kValueFlags, {});
+    if (f.positional().size()) throw cli::UsageError("unexpected value");
+    for (const std::string& k : kValueFlags)
+      if (k != "--out" && !f.has(k)) throw cli::UsageError("lacks '" + k.substr(2) + "'");
+    return resolve(f);
+  } catch (const cli::UsageError& e) {
+    throw std::runtime_error(path.string() + ": " + e.what());
+  }
+}
+
 nn::MMDiTConfig model_config(const std::string& c) {
   if (c.size() > 5 && c.substr(c.size() - 5) == ".json") {
     std::ifstream in(c);
@@ -100,15 +138,7 @@ nn::MMDiTConfig model_config(const std::string& c) {
 }
 
 
-json read_json(const fs::path& p) {
-  std::ifstream in(p);
-  if (!in) throw std::runtime_error("cannot open " + p.string());
-  try {
-    return json::parse(in);
-  } catch (const std::exception& e) {
-    throw std::runtime_error(p.string() + ": invalid JSON (" + e.what() + ")");
-  }
-}
+json read_json(const fs::path& p) { return read_json_file(p.string()); }  // strict, errors name the file
 
 // The trainable state of a run and everything derived from the settings.
 struct Run {
@@ -198,11 +228,7 @@ struct Run {
 };
 
 int run(int argc, char** argv) {
-  cli::Flags f(argc, argv,
-               {"--out", "--config", "--steps", "--batch", "--lr", "--warmup", "--weight-decay", "--max-grad-norm",
-                "--ema", "--shift", "--drop", "--tokens", "--seed", "--data", "--limit", "--log-every",
-                "--sample-every", "--ckpt-every", "--sample-steps", "--guidance"},
-               {"--resume", "--help"});
+  cli::Flags f(argc, argv, kValueFlags, {"--resume", "--help"});
   if (f.has("--help")) {
     std::printf("%s", kHelp);
     return 0;
@@ -211,17 +237,28 @@ int run(int argc, char** argv) {
   const fs::path out = f.str("--out", "runs/pretrain");
   const bool resume = f.has("--resume");
   Settings s = resolve(f);  // validates every flag, also on resume
+  std::optional<cli::RunLock> lock;  // one process per run folder, held until exit
   if (resume) {
     for (const char* k : {"--config", "--batch", "--lr", "--warmup", "--weight-decay", "--max-grad-norm", "--ema",
                           "--shift", "--drop", "--tokens", "--seed", "--data", "--limit"})
       if (f.has(k)) throw cli::UsageError(std::string(k) + " cannot change on --resume (only --steps can)");
-    if (cli::latest_checkpoint(out).empty())
-      throw std::runtime_error("--resume: no checkpoint in " + out.string());
+    const fs::path ck = cli::latest_checkpoint(out);
+    if (ck.empty()) throw std::runtime_error("--resume: no checkpoint in " + out.string());
+    lock.emplace(out);
     const int64_t new_steps = s.i("steps");
-    s.j = read_json(out / "config.json");
+    s = saved_settings(out / "config.json");  // checked as the flags are
     if (f.has("--steps")) s.j["steps"] = new_steps;
-  } else if (cli::holds_a_run(out)) {
-    throw std::runtime_error(out.string() + " already holds a run (use --resume, or another --out)");
+    const json st = read_json(ck / "state.json");
+    for (const char* k : {"step", "epoch", "position"})
+      if (!st.is_object() || !st.contains(k) || !st[k].is_number_integer() || st[k].get<int64_t>() < 0)
+        throw std::runtime_error((ck / "state.json").string() + ": '" + k + "' must be a non-negative integer");
+    if (st["step"].get<int64_t>() > s.i("steps"))
+      throw cli::UsageError("--steps " + std::to_string(s.i("steps")) + " is before the checkpoint's step " +
+                            std::to_string(st["step"].get<int64_t>()) + " (a run cannot be shortened by resuming it)");
+  } else {
+    lock.emplace(out);
+    if (cli::holds_a_run(out))
+      throw std::runtime_error(out.string() + " already holds a run (use --resume, or another --out)");
   }
   fs::create_directories(out / "samples");
   Run r(s);
@@ -232,8 +269,10 @@ int run(int argc, char** argv) {
     json st = r.load(out);
     step = st["step"].get<int64_t>();
     batches.set_state(st["epoch"].get<int64_t>(), st["position"].get<int64_t>());
+    // updates after the checkpoint are logged again by the resumed run: keep the lines up to it
+    cli::write_durable(out / "metrics.jsonl", cli::lines_up_to_step((out / "metrics.jsonl").string(), step));
   } else {
-    std::ofstream(out / "metrics.jsonl", std::ios::trunc);
+    cli::write_durable(out / "metrics.jsonl", "");
   }
   cli::write_text_atomic(out / "config.json", s.j.dump(2) + "\n");
   const int64_t steps = s.i("steps");

@@ -8,6 +8,7 @@
 //
 // The JSON holds the settings, the base's distances and the target-vs-target floor, every run's
 // curve (update, MMD, sliced W2, mean reward) and 400 final samples per method (seed 0) for plots.
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -54,9 +55,11 @@ int run(int argc, char** argv) {
   const auto methods = words(f.str("--methods", "vggflow vggflow-exact am pmp refl draft"));
   std::vector<uint64_t> seeds;
   for (const auto& s : words(f.str("--seeds", "0 1 2"))) {
-    if (s.find_first_not_of("0123456789") != std::string::npos || s.empty())
-      throw cli::UsageError("--seeds: '" + s + "' is not a non-negative integer");
-    seeds.push_back(std::stoull(s));
+    uint64_t v = 0;
+    const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v, 10);
+    if (s.empty() || s[0] == '-' || ec != std::errc() || end != s.data() + s.size())
+      throw cli::UsageError("--seeds: '" + s + "' is not an integer in [0, 2^64)");
+    seeds.push_back(v);
   }
   for (const auto& m : methods)
     if (m != "vggflow" && m != "vggflow-exact" && m != "am" && m != "pmp" && m != "refl" && m != "draft")

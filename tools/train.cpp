@@ -17,10 +17,12 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "autograd/engine.h"
 #include "nn/io.h"
 #include "nn/optim.h"
+#include "tensor/json.h"
 #include "tools/cli.h"
 #include "vggflow/evaluate.h"
 #include "vggflow/image.h"
@@ -101,9 +103,9 @@ void apply_config_file(json& j, const std::string& path, const std::string& what
   if (!in) throw cli::UsageError("cannot open " + what + path);
   json c;
   try {
-    c = json::parse(in);
-  } catch (const std::exception& e) {
-    throw cli::UsageError(path + ": invalid JSON (" + e.what() + ")");
+    c = read_json_file(path);  // strict: names the file; no duplicate keys, no 1e309
+  } catch (const Error& e) {
+    throw cli::UsageError(e.what());
   }
   if (!c.is_object()) throw cli::UsageError(path + ": the config must be a JSON object");
   for (auto& [k, v] : c.items()) {
@@ -111,7 +113,8 @@ void apply_config_file(json& j, const std::string& path, const std::string& what
     const json& d = j[k];
     const bool ok = (d.is_string() && v.is_string()) || (d.is_boolean() && v.is_boolean()) ||
                     (d.is_number_integer() && v.is_number_integer()) || (d.is_number_float() && v.is_number());
-    if (!ok) throw cli::UsageError(path + ": '" + k + "' must be a " + d.type_name() + ", got " + v.dump());
+    const std::string kind = d.is_number_integer() ? "an integer" : d.is_number() ? "a number" : std::string("a ") + d.type_name();
+    if (!ok) throw cli::UsageError(path + ": '" + k + "' must be " + kind + ", got " + v.dump());
     j[k] = v;
   }
 }
@@ -221,6 +224,7 @@ int run(int argc, char** argv) {
   const bool resume = f.has("--resume");
   bool restart = false;  // --resume of a run that never reached its first checkpoint: it starts over
   json cfg;
+  std::optional<cli::RunLock> lock;  // one process per run folder, held until exit
   if (resume) {
     for (const Spec& s : specs())
       if (f.has(flag_of(s.key)) && std::string(s.key) != "steps")
@@ -228,6 +232,7 @@ int run(int argc, char** argv) {
     if (f.has("--config")) throw cli::UsageError("--config cannot be given with --resume (the run has its own)");
     const fs::path ck = cli::latest_checkpoint(out);
     if (ck.empty() && !fs::exists(out / "config.json")) throw std::runtime_error("--resume: no run in " + out.string());
+    lock.emplace(out);
     cfg = resolve(f, (out / "config.json").string());  // checked as a --config file is; --steps may change
     if (ck.empty()) {  // killed or failed before its first checkpoint: nothing to continue, start over
       restart = true;
@@ -238,13 +243,7 @@ int run(int argc, char** argv) {
   if (resume && !restart) {
     const fs::path ck = cli::latest_checkpoint(out);
     // the checkpoint's step: an integer within the run
-    json st;
-    try {
-      std::ifstream in(ck / "state.json");
-      st = json::parse(in);
-    } catch (const std::exception& e) {
-      throw std::runtime_error((ck / "state.json").string() + ": invalid JSON (" + e.what() + ")");
-    }
+    const json st = read_json_file((ck / "state.json").string());  // errors name the file
     if (!st.is_object() || !st.contains("step") || !st["step"].is_number_integer() || st["step"].get<int64_t>() < 0)
       throw std::runtime_error((ck / "state.json").string() + ": 'step' must be a non-negative integer");
     const int64_t at = st["step"].get<int64_t>(), want = cfg["steps"].get<int64_t>();
@@ -253,6 +252,7 @@ int run(int argc, char** argv) {
                             " (a run cannot be shortened by resuming it)");
   } else if (!resume) {
     cfg = resolve(f);
+    lock.emplace(out);
     if (cli::holds_a_run(out))
       throw std::runtime_error(out.string() + " already holds a run (use --resume, or another --out)");
   }
@@ -309,8 +309,7 @@ int run(int argc, char** argv) {
   fs::create_directories(out / "samples");
   if (resume && !restart) {
     const fs::path ck = cli::latest_checkpoint(out);  // the newest complete one (tools/durable.h)
-    std::ifstream in(ck / "state.json");
-    step = json::parse(in)["step"].get<int64_t>();  // checked above
+    step = read_json_file((ck / "state.json").string())["step"].get<int64_t>();  // checked above
     nn::load_lora((ck / "lora.safetensors").string(), *pol.model.net);
     if (value) value->load_state(nn::load_tensors((ck / "value.safetensors").string()));
     opt.load_state_dict(nn::load_tensors((ck / "optimizer.safetensors").string()));

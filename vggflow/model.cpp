@@ -10,6 +10,7 @@
 #include "nn/io.h"
 #include "tensor/error.h"
 #include "tensor/factory.h"
+#include "tensor/json.h"
 #include "tensor/safetensors.h"
 
 namespace fs = std::filesystem;
@@ -48,16 +49,7 @@ FlowModel load_flow_model(const std::string& dir, nn::LayerOptions o) {
     if (k == "config") cfg_json = v;
   VGG_CHECK(!cfg_json.empty(), tf.string(), ": no MMDiT 'config' in the metadata");
   m.cfg = nn::MMDiTConfig::from_json(cfg_json);
-  nlohmann::json s;
-  {
-    std::ifstream in(sf);
-    VGG_CHECK(in, "cannot open ", sf.string());
-    try {
-      s = nlohmann::json::parse(in);
-    } catch (const std::exception& e) {
-      VGG_FAIL(sf.string(), ": invalid JSON (", e.what(), ")");
-    }
-  }
+  const nlohmann::json s = read_json_file(sf.string());
   m.sampling.steps = s.value("sample_steps", int64_t{20});
   m.sampling.shift = s.value("shift", 1.0);
   m.sampling.guidance = s.value("guidance", 4.0);

@@ -113,6 +113,26 @@ TEST_F(NnFiles, LoraFileInPeftFormat) {
   EXPECT_TRUE(throws_error([&] { nn::load_lora(path("lora.safetensors"), *c); }, {"lora_alpha is 16"}));
   auto d = model(DType::F32);
   EXPECT_TRUE(throws_error([&] { nn::load_lora(path("lora.safetensors"), *d); }, {"carries no adapters"}));
+  // metadata that is not a number is one line naming the file and the key (it was a bare "stod")
+  {
+    auto st = load_safetensors(path("lora.safetensors"));
+    for (const char* bad : {"abc", "16x", ""}) {
+      auto meta = st.metadata;
+      meta["lora_alpha"] = bad;
+      save_safetensors(path("lora_bad.safetensors"), st.tensors, meta);
+      auto m = model(DType::F32);
+      cfg.alpha = 16;
+      nn::attach_lora(*m, cfg);
+      EXPECT_TRUE(throws_error([&] { nn::load_lora(path("lora_bad.safetensors"), *m); },
+                               {"lora_bad.safetensors", "metadata lora_alpha", "not a number"}))
+          << bad;
+      auto m2 = model(DType::F32);
+      EXPECT_TRUE(throws_error([&] { nn::attach_lora_file(path("lora_bad.safetensors"), *m2); },
+                               {"lora_bad.safetensors", "lora_alpha", "not a number"}))
+          << bad;
+    }
+    cfg.alpha = 8;
+  }
   // attach_lora_file rebuilds the adapters from the file alone: paths, rank 8 and alpha 16
   auto e = model(DType::F32);
   EXPECT_EQ(nn::attach_lora_file(path("lora.safetensors"), *e).size(), 31u);

@@ -330,7 +330,17 @@ TEST_F(Safetensors, RejectsMalformedFiles) {
   rejects(raw("len0.safetensors", "{}", "", 0), {"header length 0"});
   rejects(raw("huge.safetensors", "{}", "", 200'000'000), {"header length 200000000", "limit of 100000000"});
   rejects(raw("past.safetensors", "{" + a4 + "}", four, 1000), {"header length 1000", "bytes follow the length"});
-  rejects(raw("json.safetensors", "{\"a\": {", four), {"not valid JSON"});
+  rejects(raw("json.safetensors", "{\"a\": {", four), {"header: invalid JSON"});
+  // a number beyond double's range was a raw parser exception naming no file
+  rejects(raw("big.safetensors", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1e309],\"data_offsets\":[0,4]}}", four),
+          {"invalid JSON", "1e309"});
+  // a key twice inside a tensor's entry (the last one used to win silently)
+  rejects(raw("dupfield.safetensors", "{\"a\":{\"dtype\":\"F32\",\"dtype\":\"F64\",\"shape\":[1],\"data_offsets\":[0,4]}}",
+              four),
+          {"key 'dtype' appears twice"});
+  // an empty tensor whose other sizes overflow the strides (undefined behaviour before)
+  rejects(raw("zerohuge.safetensors", "{" + entry("a", "F32", "[0,4611686018427387904,4611686018427387904]", 0, 0) + "}"),
+          {"too large"});
   rejects(raw("array.safetensors", "[1, 2]"), {"not a JSON object", "array"});
   rejects(raw("utf8.safetensors", "{\"\xff\xfe\":1}"), {"not UTF-8", "offset 10"});
   rejects(raw("notobj.safetensors", "{\"a\": 3}"), {"tensor 'a'", "not a JSON object"});
@@ -369,7 +379,7 @@ TEST_F(Safetensors, RejectsMalformedFiles) {
   rejects(raw("mdval.safetensors", "{\"__metadata__\":{\"x\":1}," + a4 + "}", four),
           {"__metadata__", "key 'x' has a number value"});
   rejects(raw("mdarr.safetensors", "{\"__metadata__\":[1]," + a4 + "}", four), {"__metadata__", "array"});
-  rejects(raw("dup.safetensors", "{" + a4 + "," + a4 + "}", four), {"'a' twice"});
+  rejects(raw("dup.safetensors", "{" + a4 + "," + a4 + "}", four), {"key 'a' appears twice"});
   rejects(raw("u32.safetensors", "{" + entry("a", "U32", "[1]", 0, 4) + "}", four), {"dtype U32", "cannot be loaded"});
   rejects(raw("dims.safetensors", "{" + entry("a", "F32", "[1,1,1,1,1,1,1,1,1]", 0, 4) + "}", four), {"at most 8"});
   // header inspection accepts what only loading cannot handle

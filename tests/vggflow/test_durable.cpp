@@ -1,6 +1,11 @@
 // Durable writes and atomic checkpoint switches (tools/durable.h): a failed write leaves the old
 // file; a kill at any point of a checkpoint leaves a complete checkpoint that --resume finds.
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <csignal>
 
 #include <filesystem>
 #include <fstream>
@@ -116,6 +121,42 @@ TEST(Durable, APreLinkCheckpointFolderIsFoundAndReplaced) {
   EXPECT_EQ(cli::latest_checkpoint(run2), run2 / "checkpoint.old");
   fs::remove_all(run);
   fs::remove_all(run2);
+}
+
+// Two runs on one folder: the second is refused while the first lives; whatever ends the first frees
+// the folder (flock is dropped by the kernel, also on SIGKILL).
+TEST(Durable, OneProcessPerRunFolder) {
+  const fs::path run = fresh_dir("lock");
+  {
+    cli::RunLock first(run);  // flock is per open file: a second open in this process contends as another run would
+    EXPECT_TRUE(throws_with([&] { cli::RunLock second(run); },
+                            {run.string().c_str(), "in use by another run", std::to_string(::getpid()).c_str()}));
+    EXPECT_FALSE(cli::holds_a_run(run));  // the lock file is not a run
+  }
+  EXPECT_NO_THROW({ cli::RunLock after(run); });  // released by the destructor
+  // another process holds it (raw syscalls only after fork), then is killed
+  const std::string lock_path = (run / ".lock").string();
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    const int fd = ::open(lock_path.c_str(), O_RDWR);
+    char c = fd >= 0 && ::flock(fd, LOCK_EX | LOCK_NB) == 0 ? 1 : 0;
+    if (::write(ready[1], &c, 1) != 1) ::_exit(3);
+    for (;;) ::pause();
+  }
+  char c = 0;
+  ASSERT_EQ(::read(ready[0], &c, 1), 1);
+  ASSERT_EQ(c, 1) << "the child could not take the lock";
+  EXPECT_TRUE(throws_with([&] { cli::RunLock second(run); }, {"in use by another run"}));
+  ::kill(child, SIGKILL);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  EXPECT_NO_THROW({ cli::RunLock after(run); });
+  ::close(ready[0]);
+  ::close(ready[1]);
+  fs::remove_all(run);
 }
 
 }  // namespace
