@@ -36,7 +36,11 @@ struct MMDiTConfig {
   bool qk_norm = false;                      // "rms_norm" in diffusers configs (SD3.5)
   std::vector<int64_t> dual_attention_layers;  // MMDiT-X blocks (SD3.5-medium: 0..12)
 
-  int64_t dim() const { return attention_head_dim * num_attention_heads; }
+  // heads x head_dim; saturates instead of overflowing for configs validate() will refuse
+  int64_t dim() const {
+    int64_t d = 0;
+    return __builtin_mul_overflow(attention_head_dim, num_attention_heads, &d) ? INT64_MAX : d;
+  }
   bool is_dual(int64_t layer) const;
   void validate() const;  // throws a one-line error naming the bad field
 

@@ -238,16 +238,25 @@ int run(int argc, char** argv) {
   const bool resume = f.has("--resume");
   Settings s = resolve(f);  // validates every flag, also on resume
   std::optional<cli::RunLock> lock;  // one process per run folder, held until exit
+  bool restart = false;              // --resume of a run that never reached its first checkpoint
   if (resume) {
     for (const char* k : {"--config", "--batch", "--lr", "--warmup", "--weight-decay", "--max-grad-norm", "--ema",
                           "--shift", "--drop", "--tokens", "--seed", "--data", "--limit"})
       if (f.has(k)) throw cli::UsageError(std::string(k) + " cannot change on --resume (only --steps can)");
     const fs::path ck = cli::latest_checkpoint(out);
-    if (ck.empty()) throw std::runtime_error("--resume: no checkpoint in " + out.string());
+    if (ck.empty() && !fs::exists(out / "config.json")) throw std::runtime_error("--resume: no run in " + out.string());
     lock.emplace(out);
     const int64_t new_steps = s.i("steps");
     s = saved_settings(out / "config.json");  // checked as the flags are
     if (f.has("--steps")) s.j["steps"] = new_steps;
+    if (ck.empty()) {  // killed or failed before its first checkpoint: start over with its settings
+      restart = true;
+      std::fprintf(stderr, "vgg_pretrain: %s has no checkpoint yet: starting over with its saved settings\n",
+                   out.string().c_str());
+    }
+  }
+  if (resume && !restart) {
+    const fs::path ck = cli::latest_checkpoint(out);
     const json st = read_json(ck / "state.json");
     for (const char* k : {"step", "epoch", "position"})
       if (!st.is_object() || !st.contains(k) || !st[k].is_number_integer() || st[k].get<int64_t>() < 0)
@@ -255,7 +264,7 @@ int run(int argc, char** argv) {
     if (st["step"].get<int64_t>() > s.i("steps"))
       throw cli::UsageError("--steps " + std::to_string(s.i("steps")) + " is before the checkpoint's step " +
                             std::to_string(st["step"].get<int64_t>()) + " (a run cannot be shortened by resuming it)");
-  } else {
+  } else if (!resume) {
     lock.emplace(out);
     if (cli::holds_a_run(out))
       throw std::runtime_error(out.string() + " already holds a run (use --resume, or another --out)");
@@ -265,7 +274,9 @@ int run(int argc, char** argv) {
   flow::ImageSet train = flow::load_fashion_mnist(true, s.j["data"].get<std::string>(), 32, s.i("limit"));
   flow::BatchIterator batches(train, s.i("batch"), static_cast<uint64_t>(s.i("seed")));
   int64_t step = 0;
-  if (resume) {
+  // config.json first: a run killed before its metrics file exists is resumed (started over) from it
+  cli::write_text_atomic(out / "config.json", s.j.dump(2) + "\n");
+  if (resume && !restart) {
     json st = r.load(out);
     step = st["step"].get<int64_t>();
     batches.set_state(st["epoch"].get<int64_t>(), st["position"].get<int64_t>());
@@ -274,7 +285,6 @@ int run(int argc, char** argv) {
   } else {
     cli::write_durable(out / "metrics.jsonl", "");
   }
-  cli::write_text_atomic(out / "config.json", s.j.dump(2) + "\n");
   const int64_t steps = s.i("steps");
   std::fprintf(stderr, "vgg_pretrain: %s, %lld parameters, %lld training images, steps %lld..%lld, batch %lld -> %s\n",
                s.config().c_str(), static_cast<long long>(r.model->num_parameters()),

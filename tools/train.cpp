@@ -307,6 +307,8 @@ int run(int argc, char** argv) {
 
   int64_t step = 0;
   fs::create_directories(out / "samples");
+  // config.json first: a run killed before its metrics file exists is resumed (started over) from it
+  cli::write_text_atomic(out / "config.json", cfg.dump(2) + "\n");
   if (resume && !restart) {
     const fs::path ck = cli::latest_checkpoint(out);  // the newest complete one (tools/durable.h)
     step = read_json_file((ck / "state.json").string())["step"].get<int64_t>();  // checked above
@@ -319,7 +321,6 @@ int run(int argc, char** argv) {
   } else {
     cli::write_durable(out / "metrics.jsonl", "");
   }
-  cli::write_text_atomic(out / "config.json", cfg.dump(2) + "\n");
   std::ofstream metrics(out / "metrics.jsonl", std::ios::app);
 
   // the evaluation reference: base samples and real images, computed once
