@@ -111,6 +111,7 @@ Settings saved_settings(const fs::path& path) {
     std::string flag = "--" + k;
     for (char& c : flag)
       if (c == '_') c = '-';
+    if (!kValueFlags.count(flag) || flag == "--out") throw std::runtime_error(path.string() + ": unknown setting '" + k + "'");
     args.push_back(flag + "=" + (text ? v.get<std::string>() : v.dump()));
   }
   std::vector<char*> argv;
