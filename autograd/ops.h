@@ -121,6 +121,19 @@ Tensor lora_linear(const Tensor& x, const Tensor& w, const Tensor& bias, const T
 enum class AttentionImpl { Naive, Tiled };
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, double scale,
                  AttentionImpl impl = AttentionImpl::Tiled);
+// Forward mode through the tiled attention. Fused (the default where the device has the kernels):
+// one pass over the key tiles gives O and the tangent tO with O(S) extra memory, and reverse mode
+// through tO uses the fused adjoint kernel (no S x S storage). Composed: the reference rule of
+// differentiable ops, which materialises P = softmax(S) per head. Process-wide; the environment
+// variable VGG_ATTENTION_JVP=composed selects the reference at start-up.
+enum class AttentionJvp { Fused, Composed };
+void set_attention_jvp(AttentionJvp mode);
+AttentionJvp attention_jvp_mode();
+// The fused JVP as a differentiable op: the tangent tO of attention(q, k, v, scale) along (tq, tk, tv),
+// each undefined (zero) or shaped as its primal: tO = P·tV + (P∘tS)·V − rowsum(P∘tS)∘O with
+// tS = scale·(tQ·Kᵀ + Q·tKᵀ). Reverse mode: the fused adjoint kernel (double backward throws).
+Tensor attention_jvp(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& tq, const Tensor& tk,
+                     const Tensor& tv, double scale);
 
 // ---- shape and views (views share storage with their input) ----------------------------
 Tensor reshape(const Tensor& x, const Shape& shape);  // one -1 allowed; copies only when needed

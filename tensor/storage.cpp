@@ -1,5 +1,7 @@
 #include "tensor/storage.h"
 
+#include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -10,14 +12,23 @@
 namespace vgg {
 
 namespace {
+std::atomic<size_t> g_host_bytes{0}, g_host_peak{0};
+
 struct CpuAllocator final : Allocator {
+  static size_t rounded(size_t nbytes) { return (std::max<size_t>(nbytes, 1) + 63) / 64 * 64; }
   void* allocate(size_t nbytes) override {
-    size_t n = (std::max<size_t>(nbytes, 1) + 63) / 64 * 64;
+    const size_t n = rounded(nbytes);
     void* p = std::aligned_alloc(64, n);
     VGG_CHECK(p != nullptr, "out of host memory: could not allocate ", nbytes, " bytes");
+    const size_t now = g_host_bytes.fetch_add(n) + n;
+    for (size_t peak = g_host_peak.load(); now > peak && !g_host_peak.compare_exchange_weak(peak, now);) {
+    }
     return p;
   }
-  void deallocate(void* p, size_t) override { std::free(p); }
+  void deallocate(void* p, size_t nbytes) override {
+    std::free(p);
+    g_host_bytes.fetch_sub(rounded(nbytes));
+  }
 };
 
 DeviceAllocatorGetter& slot(DeviceType t) {
@@ -65,5 +76,8 @@ Storage::Storage(size_t n, Device dev) : nbytes(n), device(dev), allocator(alloc
 Storage::~Storage() {
   if (data) allocator->deallocate(data, nbytes);
 }
+
+HostMemoryStats host_memory_stats() { return {g_host_bytes.load(), g_host_peak.load()}; }
+void reset_host_peak_memory() { g_host_peak.store(g_host_bytes.load()); }
 
 }  // namespace vgg

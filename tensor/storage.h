@@ -28,6 +28,14 @@ using DeviceCopyFn = void (*)(void* dst, const void* src, size_t nbytes, int kin
 void register_device_copy(DeviceType t, DeviceCopyFn fn);
 void device_copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t nbytes);
 
+// Host (and fake-device) tensor memory: bytes held by live storages (rounded to 64) and the peak
+// since start or the last reset; kernels' own scratch buffers are not counted.
+struct HostMemoryStats {
+  size_t allocated_bytes = 0, peak_allocated_bytes = 0;
+};
+HostMemoryStats host_memory_stats();
+void reset_host_peak_memory();
+
 struct Storage {
   Storage(size_t nbytes, Device device);
   ~Storage();

@@ -209,6 +209,12 @@ std::vector<GradCase> grad_cases() {
       // a longer key sequence crosses the 64-key tile boundary of the tiled kernel
       Case{"attention_tiled_multiblock", [] { return std::vector<Tensor>{rnd({1, 2, 3}, 156), rnd({1, 70, 3}, 157), rnd({1, 70, 2}, 158)}; },
            [](const std::vector<Tensor>& in) { return attention(in[0], in[1], in[2], 0.7, AttentionImpl::Tiled); },
+           false},
+      // the fused attention JVP as an op: gradcheck of its adjoint kernel over q, k, v and the tangents
+      Case{"attention_jvp",
+           [] { return std::vector<Tensor>{rnd({2, 3, 4}, 190), rnd({2, 5, 4}, 191), rnd({2, 5, 3}, 192),
+                                           rnd({2, 3, 4}, 193), rnd({2, 5, 4}, 194), rnd({2, 5, 3}, 195)}; },
+           [](const std::vector<Tensor>& in) { return attention_jvp(in[0], in[1], in[2], in[3], in[4], in[5], 0.5); },
            false}
   };
   return c;
@@ -378,7 +384,18 @@ std::vector<JvpCase> jvp_cases() {
               [] { return std::vector<Tensor>{rnd({2, 3, 5}, 182), rnd({4, 5}, 183), rnd({4}, 184), rnd({2, 5}, 185), rnd({4, 2}, 186)}; },
               [](const std::vector<Tensor>& in) { return lora_linear(in[0], in[1], in[2], in[3], in[4], 1.5); }},
       TERNARY("attention_tiled_transposed", attention(transpose(a, 1, 2), b, c, 0.6, AttentionImpl::Tiled),
-              rnd({2, 4, 3}, 179), rnd({2, 5, 4}, 180), rnd({2, 5, 2}, 181))
+              rnd({2, 4, 3}, 179), rnd({2, 5, 4}, 180), rnd({2, 5, 2}, 181)),
+      // the tiled attention's forward mode through the composed reference rule (the default is the
+      // fused JVP kernel): both stay checked
+      JvpCase{"attention_tiled_composed_rule",
+              [] { return std::vector<Tensor>{rnd({2, 3, 4}, 187), rnd({2, 5, 4}, 188), rnd({2, 5, 3}, 189)}; },
+              [](const std::vector<Tensor>& in) {
+                const AttentionJvp prev = attention_jvp_mode();
+                set_attention_jvp(AttentionJvp::Composed);
+                Tensor o = attention(in[0], in[1], in[2], 0.55, AttentionImpl::Tiled);
+                set_attention_jvp(prev);
+                return o;
+              }}
   };
   return c;
 }
