@@ -135,6 +135,25 @@ AttentionJvp attention_jvp_mode();
 Tensor attention_jvp(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& tq, const Tensor& tk,
                      const Tensor& tv, double scale);
 
+// ---- image ops (VAE decoders, CLIP input transforms): composed of the differentiable ops above,
+// so each has reverse mode, forward mode and every device those ops have --------------------------
+// x·σ(1.702·x) (CLIP's activation).
+Tensor quick_gelu(const Tensor& x);
+// Group normalisation of x [N, C, ...]: C/groups channels per group, biased variance over each
+// group's channels and positions, then per-channel weight and bias [C] (either may be undefined).
+Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& weight = Tensor(), const Tensor& bias = Tensor(),
+                  double eps = 1e-5);
+// Nearest-neighbour upsampling of the last two dims by an integer factor (diffusers' 2x upsampler).
+Tensor upsample_nearest2d(const Tensor& x, int64_t factor);
+// Resizes the last two dims to out_h x out_w as torch.nn.functional.interpolate does with
+// align_corners=False (bilinear, or bicubic with a = -0.75; antialias: PyTorch's separable
+// anti-aliased filters when downscaling, bicubic then with a = -0.5 as PIL): one interpolation
+// matrix per axis, out = A_h · x · A_wᵀ, so its derivatives are those of two matmuls.
+enum class ResizeMode { Bilinear, Bicubic };
+Tensor resize2d(const Tensor& x, int64_t out_h, int64_t out_w, ResizeMode mode, bool antialias = false);
+// The interpolation matrix [out, in] of resize2d along one axis (f64, CPU).
+Tensor resize_matrix(int64_t in, int64_t out, ResizeMode mode, bool antialias);
+
 // ---- shape and views (views share storage with their input) ----------------------------
 Tensor reshape(const Tensor& x, const Shape& shape);  // one -1 allowed; copies only when needed
 Tensor view(const Tensor& x, const Shape& shape);     // never copies; throws when impossible

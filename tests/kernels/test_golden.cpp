@@ -179,6 +179,21 @@ Tensor run_op(const GoldenCase& c, const std::vector<Tensor>& in) {
     return need(1), ops::layer_norm(in[0], p.ints("normalized_shape"), Tensor(), Tensor(), p.d("eps"));
   }
   if (op == "rms_norm") return need(2), ops::rms_norm(in[0], p.ints("normalized_shape"), in[1], p.d("eps"));
+  if (op == "quick_gelu") return need(1), ops::quick_gelu(in[0]);
+  if (op == "group_norm") {
+    if (p.b("affine")) return need(3), ops::group_norm(in[0], p.i("groups"), in[1], in[2], p.d("eps"));
+    return need(1), ops::group_norm(in[0], p.i("groups"), Tensor(), Tensor(), p.d("eps"));
+  }
+  if (op == "upsample_nearest2d") return need(1), ops::upsample_nearest2d(in[0], p.i("factor"));
+  if (op == "resize2d") {
+    need(1);
+    auto size = p.ints("size");
+    if (size.size() != 2) throw std::runtime_error("resize2d: size needs 2 values");
+    const std::string mode = p.str("mode");
+    if (mode != "bilinear" && mode != "bicubic") throw std::runtime_error("resize2d: unknown mode " + mode);
+    return ops::resize2d(in[0], size[0], size[1], mode == "bilinear" ? ops::ResizeMode::Bilinear : ops::ResizeMode::Bicubic,
+                         p.b("antialias"));
+  }
   if (op == "cat") return ops::cat(in, p.i("dim"));
   if (op == "stack") return ops::stack(in, p.i("dim"));
   if (op == "pad") return need(1), ops::pad(in[0], p.ints("pads"), p.d("value"));

@@ -210,6 +210,14 @@ std::vector<GradCase> grad_cases() {
       Case{"attention_tiled_multiblock", [] { return std::vector<Tensor>{rnd({1, 2, 3}, 156), rnd({1, 70, 3}, 157), rnd({1, 70, 2}, 158)}; },
            [](const std::vector<Tensor>& in) { return attention(in[0], in[1], in[2], 0.7, AttentionImpl::Tiled); },
            false},
+      // image ops (composed): quick_gelu, group_norm, nearest upsampling, bilinear/bicubic resizing
+      UNARY("quick_gelu", quick_gelu(x), rnd({3, 4}, 196)),
+      Case{"group_norm", [] { return std::vector<Tensor>{rnd({2, 4, 3, 2}, 197), rnd({4}, 198), rnd({4}, 199)}; },
+           [](const std::vector<Tensor>& in) { return group_norm(in[0], 2, in[1], in[2], 1e-5); }},
+      UNARY("group_norm_noaffine", group_norm(x, 3), rnd({2, 6, 5}, 200)),
+      UNARY("upsample_nearest2d", upsample_nearest2d(x, 2), rnd({1, 2, 2, 3}, 201)),
+      UNARY("resize2d_bilinear", resize2d(x, 5, 4, ResizeMode::Bilinear), rnd({1, 2, 3, 6}, 202)),
+      UNARY("resize2d_bicubic_aa", resize2d(x, 3, 5, ResizeMode::Bicubic, true), rnd({1, 1, 7, 4}, 203)),
       // the fused attention JVP as an op: gradcheck of its adjoint kernel over q, k, v and the tangents
       Case{"attention_jvp",
            [] { return std::vector<Tensor>{rnd({2, 3, 4}, 190), rnd({2, 5, 4}, 191), rnd({2, 5, 3}, 192),
@@ -385,6 +393,12 @@ std::vector<JvpCase> jvp_cases() {
               [](const std::vector<Tensor>& in) { return lora_linear(in[0], in[1], in[2], in[3], in[4], 1.5); }},
       TERNARY("attention_tiled_transposed", attention(transpose(a, 1, 2), b, c, 0.6, AttentionImpl::Tiled),
               rnd({2, 4, 3}, 179), rnd({2, 5, 4}, 180), rnd({2, 5, 2}, 181)),
+      // image ops (composed)
+      UNARY("quick_gelu", quick_gelu(x), rnd({3, 4}, 204)),
+      TERNARY("group_norm", group_norm(a, 2, b, c, 1e-5), rnd({2, 4, 3, 2}, 205), rnd({4}, 206), rnd({4}, 207)),
+      UNARY("upsample_nearest2d", upsample_nearest2d(x, 3), rnd({1, 2, 2, 3}, 208)),
+      UNARY("resize2d_bicubic", resize2d(x, 6, 4, ResizeMode::Bicubic), rnd({1, 2, 3, 5}, 209)),
+      UNARY("resize2d_bilinear_aa", resize2d(x, 2, 3, ResizeMode::Bilinear, true), rnd({2, 5, 7}, 210)),
       // the tiled attention's forward mode through the composed reference rule (the default is the
       // fused JVP kernel): both stay checked
       JvpCase{"attention_tiled_composed_rule",

@@ -20,7 +20,7 @@
   X(le) X(gt) X(ge) X(where) X(sum) X(mean) X(var) X(amax) X(amin) X(max) X(min) X(argmax) X(argmin) X(norm)         \
   X(sum_to) X(matmul) X(linear) X(softmax) X(log_softmax) X(layer_norm) X(rms_norm) X(layer_norm_modulate)           \
   X(gated_residual) X(index_select) X(index_add) X(gather) X(scatter_add) X(embedding) X(pad) X(conv2d) X(im2col)    \
-  X(col2im) X(avg_pool2d) X(avg_pool2d_adjoint) X(lora_linear) X(attention) X(attention_jvp) X(reshape) X(view) X(permute)            \
+  X(col2im) X(avg_pool2d) X(avg_pool2d_adjoint) X(lora_linear) X(attention) X(attention_jvp) X(quick_gelu) X(group_norm) X(upsample_nearest2d) X(resize2d) X(resize_matrix) X(reshape) X(view) X(permute)            \
   X(transpose) X(narrow) X(slice) X(expand) X(squeeze) X(unsqueeze) X(flatten) X(contiguous) X(to) X(clone) X(cat)   \
   X(split) X(chunk) X(stack)
 

@@ -283,6 +283,39 @@ def build():
          attn(8 ** -0.5), {"scale": 8 ** -0.5, "impl": "naive"}, folder="attention_f32",
          extra_lines=[("attention_tiled_f32", {"impl": "tiled"})])
 
+    # ---- image ops: quick_gelu, group_norm, nearest upsampling, bilinear/bicubic resizing ------
+    n = "quick_gelu_f64"
+    emit(n, "quick_gelu", "f64", [normal(n, (3, 7)) * 2], lambda x: x * torch.sigmoid(1.702 * x))
+    n = "group_norm_affine_f64"
+    emit(n, "group_norm", "f64", [normal(n, (2, 6, 3, 4)) * 2 + 0.5, 1 + 0.3 * normal(n, (6,), k=1), normal(n, (6,), k=2)],
+         lambda x, w, b: F.group_norm(x, 3, w, b, 1e-5), {"groups": 3, "eps": 1e-5, "affine": True})
+    n = "group_norm_noaffine_f64"
+    emit(n, "group_norm", "f64", [normal(n, (1, 4, 5)) - 1], lambda x: F.group_norm(x, 2, None, None, 1e-6),
+         {"groups": 2, "eps": 1e-6, "affine": False})
+    n = "group_norm_affine_f32"
+    emit(n, "group_norm", "f32", [normal(n, (2, 8, 4, 4), "f32"), (1 + 0.3 * normal(n, (8,), k=1)).astype(np.float32),
+                                  normal(n, (8,), "f32", k=2)],
+         lambda x, w, b: F.group_norm(x, 4, w, b, 1e-5), {"groups": 4, "eps": 1e-5, "affine": True})
+    n = "upsample_nearest2d_f64"
+    emit(n, "upsample_nearest2d", "f64", [normal(n, (1, 2, 3, 4))],
+         lambda x: F.interpolate(x, scale_factor=2, mode="nearest"), {"factor": 2})
+    resize = [  # name, input shape, output size, mode, antialias, dtype
+        ("resize_bilinear_up_f64", (1, 2, 5, 7), (9, 12), "bilinear", False, "f64"),
+        ("resize_bilinear_down_f64", (1, 2, 13, 11), (5, 4), "bilinear", False, "f64"),
+        ("resize_bicubic_up_f64", (1, 2, 5, 7), (9, 12), "bicubic", False, "f64"),
+        ("resize_bicubic_down_f64", (2, 1, 13, 11), (5, 4), "bicubic", False, "f64"),
+        ("resize_bilinear_aa_down_f64", (1, 2, 17, 13), (6, 5), "bilinear", True, "f64"),
+        ("resize_bicubic_aa_down_f64", (1, 2, 17, 13), (6, 5), "bicubic", True, "f64"),
+        ("resize_bicubic_aa_up_f64", (1, 1, 4, 5), (7, 9), "bicubic", True, "f64"),
+        ("resize_bicubic_aa_mixed_f64", (1, 1, 9, 4), (4, 7), "bicubic", True, "f64"),
+        ("resize_bicubic_aa_down_f32", (1, 3, 32, 32), (14, 14), "bicubic", True, "f32"),
+    ]
+    for n, shape, size, mode, aa, dt in resize:
+        emit(n, "resize2d", dt, [normal(n, shape, dt)],
+             (lambda size, mode, aa: lambda x: F.interpolate(x, size=size, mode=mode, align_corners=False,
+                                                             antialias=aa))(size, mode, aa),
+             {"size": list(size), "mode": mode, "antialias": aa})
+
 
 def main():
     if os.path.isdir(OUT_DIR):
