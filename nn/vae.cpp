@@ -1,0 +1,212 @@
+#include "nn/vae.h"
+
+#include <cmath>
+
+#include "autograd/ops.h"
+#include "tensor/error.h"
+#include "tensor/factory.h"
+#include "tensor/json.h"
+
+namespace vgg::nn {
+
+void VaeConfig::validate() const {
+  auto pos = [](const char* f, int64_t v, int64_t hi) {
+    VGG_CHECK(v > 0 && v <= hi, "VAE config: ", f, " must be in [1, ", hi, "], got ", v);
+  };
+  pos("latent_channels", latent_channels, 1024);
+  pos("out_channels", out_channels, 1024);
+  pos("layers_per_block", layers_per_block, 64);
+  pos("norm_num_groups", norm_num_groups, 1024);
+  VGG_CHECK(!block_out_channels.empty() && block_out_channels.size() <= 8, "VAE config: block_out_channels must hold 1 to 8 widths");
+  for (int64_t c : block_out_channels) {
+    pos("block_out_channels", c, 8192);
+    VGG_CHECK(c % norm_num_groups == 0, "VAE config: block width ", c, " is not a multiple of norm_num_groups ",
+              norm_num_groups);
+  }
+  VGG_CHECK(std::isfinite(scaling_factor) && scaling_factor != 0, "VAE config: scaling_factor must be finite and non-zero");
+  VGG_CHECK(std::isfinite(shift_factor), "VAE config: shift_factor must be finite");
+}
+
+VaeConfig VaeConfig::from_json(const std::string& text) {
+  const nlohmann::json j = parse_json(text, "VAE config");
+  VGG_CHECK(j.is_object(), "VAE config: the JSON must be an object");
+  VaeConfig c;
+  auto integer = [&](const char* k, int64_t& dst) {
+    if (!j.contains(k)) return;
+    VGG_CHECK(j[k].is_number_integer(), "VAE config: '", k, "' must be an integer, got ", j[k].dump());
+    dst = j[k].get<int64_t>();
+  };
+  auto real = [&](const char* k, double& dst) {
+    if (!j.contains(k) || j[k].is_null()) return;
+    VGG_CHECK(j[k].is_number(), "VAE config: '", k, "' must be a number, got ", j[k].dump());
+    dst = j[k].get<double>();
+  };
+  auto boolean = [&](const char* k, bool& dst) {
+    if (!j.contains(k)) return;
+    VGG_CHECK(j[k].is_boolean(), "VAE config: '", k, "' must be true or false, got ", j[k].dump());
+    dst = j[k].get<bool>();
+  };
+  integer("latent_channels", c.latent_channels);
+  integer("out_channels", c.out_channels);
+  integer("layers_per_block", c.layers_per_block);
+  integer("norm_num_groups", c.norm_num_groups);
+  if (j.contains("block_out_channels")) {
+    VGG_CHECK(j["block_out_channels"].is_array(), "VAE config: block_out_channels must be a list");
+    c.block_out_channels.clear();
+    for (const auto& v : j["block_out_channels"]) {
+      VGG_CHECK(v.is_number_integer(), "VAE config: block_out_channels entries must be integers, got ", v.dump());
+      c.block_out_channels.push_back(v.get<int64_t>());
+    }
+  }
+  boolean("mid_block_add_attention", c.mid_block_add_attention);
+  c.use_post_quant_conv = true;  // diffusers' default (SD3's config says false)
+  boolean("use_post_quant_conv", c.use_post_quant_conv);
+  c.shift_factor = 0;  // absent or null in SD1/SDXL configs
+  real("scaling_factor", c.scaling_factor);
+  real("shift_factor", c.shift_factor);
+  if (j.contains("up_block_types")) {
+    VGG_CHECK(j["up_block_types"].is_array() && j["up_block_types"].size() == c.block_out_channels.size(),
+              "VAE config: up_block_types must name one block per entry of block_out_channels");
+    for (const auto& t : j["up_block_types"])
+      VGG_CHECK(t == "UpDecoderBlock2D", "VAE config: up block ", t.dump(), " is not supported (UpDecoderBlock2D)");
+  }
+  if (j.contains("act_fn")) VGG_CHECK(j["act_fn"] == "silu", "VAE config: act_fn ", j["act_fn"].dump(), " is not supported (silu)");
+  c.validate();
+  return c;
+}
+
+// ---- layers -----------------------------------------------------------------------------------
+
+GroupNorm::GroupNorm(int64_t g, int64_t c, double e, LayerOptions o) : groups(g), channels(c), eps(e) {
+  VGG_CHECK(g > 0 && c > 0 && c % g == 0, "GroupNorm: ", c, " channels do not split into ", g, " groups");
+  weight = new_parameter({c}, o);
+  bias = new_parameter({c}, o);
+  register_parameter("weight", weight);
+  register_parameter("bias", bias);
+  if (!o.deferred) reset_parameters(o.gen);
+}
+
+void GroupNorm::reset_parameters(Generator*) {
+  fill_(weight, 1.0);
+  fill_(bias, 0.0);
+}
+
+Tensor GroupNorm::forward(const Tensor& x) const {
+  return ops::group_norm(x, groups, compute(weight), compute(bias), eps);
+}
+
+namespace {
+constexpr double kEps = 1e-6;  // resnet_eps and the norms' eps of the diffusers decoder
+}
+
+ResnetBlock2D::ResnetBlock2D(int64_t in, int64_t out, int64_t groups, double eps, LayerOptions o) {
+  norm1 = std::make_shared<GroupNorm>(groups, in, eps, o);
+  conv1 = std::make_shared<Conv2d>(in, out, 3, 1, 1, true, o);
+  norm2 = std::make_shared<GroupNorm>(groups, out, eps, o);
+  conv2 = std::make_shared<Conv2d>(out, out, 3, 1, 1, true, o);
+  register_module("norm1", norm1);
+  register_module("conv1", conv1);
+  register_module("norm2", norm2);
+  register_module("conv2", conv2);
+  if (in != out) {
+    conv_shortcut = std::make_shared<Conv2d>(in, out, 1, 1, 0, true, o);
+    register_module("conv_shortcut", conv_shortcut);
+  }
+}
+
+Tensor ResnetBlock2D::forward(const Tensor& x) const {
+  Tensor h = conv1->forward(ops::silu(norm1->forward(x)));
+  h = conv2->forward(ops::silu(norm2->forward(h)));
+  return ops::add(conv_shortcut ? conv_shortcut->forward(x) : x, h);
+}
+
+VaeAttention::VaeAttention(int64_t c, int64_t groups, double eps, LayerOptions o) {
+  group_norm = std::make_shared<GroupNorm>(groups, c, eps, o);
+  register_module("group_norm", group_norm);
+  for (auto [slot, name] : {std::pair{&to_q, "to_q"}, {&to_k, "to_k"}, {&to_v, "to_v"}, {&to_out, "to_out.0"}}) {
+    *slot = std::make_shared<Linear>(c, c, true, o);
+    register_module(name, *slot);
+  }
+}
+
+Tensor VaeAttention::forward(const Tensor& x) const {
+  VGG_CHECK(x.dim() == 4, "VAE attention: expects [B, C, H, W], got ", describe(x));
+  const int64_t b = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
+  // [B, C, H, W] -> [B, HW, C] tokens of the group-normalised image
+  Tensor t = ops::transpose(ops::reshape(group_norm->forward(x), {b, c, h * w}), 1, 2);
+  Tensor a = ops::attention(to_q->forward(t), to_k->forward(t), to_v->forward(t), 1.0 / std::sqrt(static_cast<double>(c)));
+  Tensor y = ops::reshape(ops::transpose(to_out->forward(a), 1, 2), {b, c, h, w});
+  return ops::add(y, x);  // residual connection
+}
+
+UpDecoderBlock2D::UpDecoderBlock2D(int64_t in, int64_t out, int64_t layers, bool upsample, int64_t groups, double eps,
+                                   LayerOptions o) {
+  resnets.reserve(static_cast<size_t>(layers));
+  for (int64_t i = 0; i < layers; ++i) resnets.push_back(std::make_shared<ResnetBlock2D>(i == 0 ? in : out, out, groups, eps, o));
+  for (int64_t i = 0; i < layers; ++i) register_module("resnets." + std::to_string(i), resnets[static_cast<size_t>(i)]);
+  if (upsample) {
+    upsample_conv = std::make_shared<Conv2d>(out, out, 3, 1, 1, true, o);
+    register_module("upsamplers.0.conv", upsample_conv);
+  }
+}
+
+Tensor UpDecoderBlock2D::forward(const Tensor& x) const {
+  Tensor h = x;
+  for (const auto& r : resnets) h = r->forward(h);
+  if (upsample_conv) h = upsample_conv->forward(ops::upsample_nearest2d(h, 2));
+  return h;
+}
+
+VaeDecoder::VaeDecoder(const VaeConfig& c, LayerOptions o) {
+  c.validate();
+  const int64_t top = c.block_out_channels.back(), g = c.norm_num_groups;
+  conv_in = std::make_shared<Conv2d>(c.latent_channels, top, 3, 1, 1, true, o);
+  register_module("conv_in", conv_in);
+  mid_resnet0 = std::make_shared<ResnetBlock2D>(top, top, g, kEps, o);
+  register_module("mid_block.resnets.0", mid_resnet0);
+  if (c.mid_block_add_attention) {
+    mid_attention = std::make_shared<VaeAttention>(top, g, kEps, o);
+    register_module("mid_block.attentions.0", mid_attention);
+  }
+  mid_resnet1 = std::make_shared<ResnetBlock2D>(top, top, g, kEps, o);
+  register_module("mid_block.resnets.1", mid_resnet1);
+  const std::vector<int64_t> rev(c.block_out_channels.rbegin(), c.block_out_channels.rend());
+  up_blocks.reserve(rev.size());
+  int64_t prev = rev[0];
+  for (size_t i = 0; i < rev.size(); ++i) {
+    up_blocks.push_back(std::make_shared<UpDecoderBlock2D>(prev, rev[i], c.layers_per_block + 1, i + 1 < rev.size(), g, kEps, o));
+    prev = rev[i];
+  }
+  for (size_t i = 0; i < up_blocks.size(); ++i) register_module("up_blocks." + std::to_string(i), up_blocks[i]);
+  conv_norm_out = std::make_shared<GroupNorm>(g, c.block_out_channels[0], kEps, o);
+  conv_out = std::make_shared<Conv2d>(c.block_out_channels[0], c.out_channels, 3, 1, 1, true, o);
+  register_module("conv_norm_out", conv_norm_out);
+  register_module("conv_out", conv_out);
+}
+
+Tensor VaeDecoder::forward(const Tensor& z) const {
+  VGG_CHECK(z.dim() == 4 && z.size(1) == conv_in->weight.size(1), "VAE decoder: expects latents [B, ",
+            conv_in->weight.size(1), ", h, w], got ", describe(z));
+  Tensor h = mid_resnet0->forward(conv_in->forward(z));
+  if (mid_attention) h = mid_attention->forward(h);
+  h = mid_resnet1->forward(h);
+  for (const auto& b : up_blocks) h = b->forward(h);
+  return conv_out->forward(ops::silu(conv_norm_out->forward(h)));
+}
+
+AutoencoderKLDecoder::AutoencoderKLDecoder(const VaeConfig& c, LayerOptions o) : cfg_(c) {
+  decoder = std::make_shared<VaeDecoder>(c, o);
+  register_module("decoder", decoder);
+  if (c.use_post_quant_conv) {
+    post_quant_conv = std::make_shared<Conv2d>(c.latent_channels, c.latent_channels, 1, 1, 0, true, o);
+    register_module("post_quant_conv", post_quant_conv);
+  }
+}
+
+Tensor AutoencoderKLDecoder::decode(const Tensor& latents) const {
+  Tensor z = ops::add(ops::mul(latents, 1.0 / cfg_.scaling_factor), cfg_.shift_factor);
+  if (post_quant_conv) z = post_quant_conv->forward(z);
+  return decoder->forward(z);
+}
+
+}  // namespace vgg::nn

@@ -1,0 +1,92 @@
+// The AutoencoderKL decoder of SD3/SD3.5 (diffusers `AutoencoderKL`, its `Decoder`), with diffusers'
+// parameter names: conv_in → mid_block (resnet, single-head attention with group norm, resnet) →
+// up_blocks (resnets, nearest 2x upsampling + conv except in the last) → group norm, SiLU, conv_out.
+// decode(latents) undoes the pipeline's latent scaling: z / scaling_factor + shift_factor, then the
+// optional post_quant_conv (SD3 has none), then the decoder. Config from diffusers' vae/config.json.
+// (tests/nn/test_vae.cpp holds it to diffusers on a tiny random config: tools/golden/vae.py.)
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "nn/layers.h"
+
+namespace vgg::nn {
+
+struct VaeConfig {
+  int64_t latent_channels = 16, out_channels = 3;
+  std::vector<int64_t> block_out_channels = {128, 256, 512, 512};
+  int64_t layers_per_block = 2, norm_num_groups = 32;
+  bool mid_block_add_attention = true, use_post_quant_conv = false;
+  double scaling_factor = 1.5305, shift_factor = 0.0609;  // SD3 / SD3.5
+  void validate() const;  // one line naming the bad field
+  static VaeConfig from_json(const std::string& json_text);  // diffusers vae/config.json
+};
+
+class GroupNorm : public Module {
+ public:
+  GroupNorm(int64_t groups, int64_t channels, double eps, LayerOptions o = {});
+  std::string type_name() const override { return "GroupNorm"; }
+  void reset_parameters(Generator* gen) override;
+  Tensor forward(const Tensor& x) const;
+  Tensor weight, bias;
+  int64_t groups, channels;
+  double eps;
+};
+
+class ResnetBlock2D : public Module {  // "resnets.i"
+ public:
+  ResnetBlock2D(int64_t in, int64_t out, int64_t groups, double eps, LayerOptions o = {});
+  std::string type_name() const override { return "ResnetBlock2D"; }
+  Tensor forward(const Tensor& x) const;
+  std::shared_ptr<GroupNorm> norm1, norm2;
+  std::shared_ptr<Conv2d> conv1, conv2, conv_shortcut;  // conv_shortcut only when in != out
+};
+
+class VaeAttention : public Module {  // "attentions.0": one head over the H·W positions
+ public:
+  VaeAttention(int64_t channels, int64_t groups, double eps, LayerOptions o = {});
+  std::string type_name() const override { return "Attention"; }
+  Tensor forward(const Tensor& x) const;
+  std::shared_ptr<GroupNorm> group_norm;
+  std::shared_ptr<Linear> to_q, to_k, to_v, to_out;  // to_out is "to_out.0"
+};
+
+class UpDecoderBlock2D : public Module {  // "up_blocks.i"
+ public:
+  UpDecoderBlock2D(int64_t in, int64_t out, int64_t layers, bool upsample, int64_t groups, double eps,
+                   LayerOptions o = {});
+  std::string type_name() const override { return "UpDecoderBlock2D"; }
+  Tensor forward(const Tensor& x) const;
+  std::vector<std::shared_ptr<ResnetBlock2D>> resnets;
+  std::shared_ptr<Conv2d> upsample_conv;  // "upsamplers.0.conv", after a nearest 2x upsampling
+};
+
+class VaeDecoder : public Module {  // "decoder"
+ public:
+  explicit VaeDecoder(const VaeConfig& c, LayerOptions o = {});
+  std::string type_name() const override { return "Decoder"; }
+  Tensor forward(const Tensor& z) const;  // z [B, latent_channels, h, w] -> [B, out_channels, 2^k·h, 2^k·w]
+  std::shared_ptr<Conv2d> conv_in, conv_out;
+  std::shared_ptr<ResnetBlock2D> mid_resnet0, mid_resnet1;  // "mid_block.resnets.0/1"
+  std::shared_ptr<VaeAttention> mid_attention;              // "mid_block.attentions.0"
+  std::vector<std::shared_ptr<UpDecoderBlock2D>> up_blocks;
+  std::shared_ptr<GroupNorm> conv_norm_out;
+};
+
+// The decoding half of AutoencoderKL: "decoder.*" and, when configured, "post_quant_conv.*".
+class AutoencoderKLDecoder : public Module {
+ public:
+  explicit AutoencoderKLDecoder(const VaeConfig& c, LayerOptions o = {});
+  std::string type_name() const override { return "AutoencoderKL"; }
+  // latents as the transformer produces them: z / scaling_factor + shift_factor, then the decoder
+  Tensor decode(const Tensor& latents) const;
+  const VaeConfig& config() const { return cfg_; }
+  std::shared_ptr<VaeDecoder> decoder;
+  std::shared_ptr<Conv2d> post_quant_conv;
+
+ private:
+  VaeConfig cfg_;
+};
+
+}  // namespace vgg::nn
