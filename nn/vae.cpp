@@ -209,4 +209,116 @@ Tensor AutoencoderKLDecoder::decode(const Tensor& latents) const {
   return decoder->forward(z);
 }
 
+// ---- AutoencoderTiny ------------------------------------------------------------------------------
+
+void TinyVaeConfig::validate() const {
+  VGG_CHECK(latent_channels > 0 && latent_channels <= 1024 && out_channels > 0 && out_channels <= 1024,
+            "tiny VAE config: channel counts must be in [1, 1024]");
+  VGG_CHECK(!block_out_channels.empty() && block_out_channels.size() <= 8 && block_out_channels.size() == num_blocks.size(),
+            "tiny VAE config: decoder_block_out_channels and num_decoder_blocks must have the same 1 to 8 entries");
+  for (int64_t c : block_out_channels) VGG_CHECK(c > 0 && c <= 8192, "tiny VAE config: block width ", c, " is out of range");
+  for (int64_t n : num_blocks) VGG_CHECK(n >= 0 && n <= 64, "tiny VAE config: block count ", n, " is out of range");
+  VGG_CHECK(upsampling_scaling_factor >= 1 && upsampling_scaling_factor <= 8, "tiny VAE config: upsampling_scaling_factor ",
+            upsampling_scaling_factor, " is out of range");
+  VGG_CHECK(std::isfinite(scaling_factor) && scaling_factor != 0 && std::isfinite(shift_factor),
+            "tiny VAE config: scaling_factor must be finite and non-zero, shift_factor finite");
+}
+
+TinyVaeConfig TinyVaeConfig::from_json(const std::string& text) {
+  const nlohmann::json j = parse_json(text, "tiny VAE config");
+  VGG_CHECK(j.is_object(), "tiny VAE config: the JSON must be an object");
+  TinyVaeConfig c;
+  auto integer = [&](const char* k, int64_t& dst) {
+    if (!j.contains(k)) return;
+    VGG_CHECK(j[k].is_number_integer(), "tiny VAE config: '", k, "' must be an integer, got ", j[k].dump());
+    dst = j[k].get<int64_t>();
+  };
+  auto list = [&](const char* k, std::vector<int64_t>& dst) {
+    if (!j.contains(k)) return;
+    VGG_CHECK(j[k].is_array(), "tiny VAE config: '", k, "' must be a list");
+    dst.clear();
+    for (const auto& v : j[k]) {
+      VGG_CHECK(v.is_number_integer(), "tiny VAE config: '", k, "' entries must be integers, got ", v.dump());
+      dst.push_back(v.get<int64_t>());
+    }
+  };
+  integer("latent_channels", c.latent_channels);
+  integer("out_channels", c.out_channels);
+  integer("upsampling_scaling_factor", c.upsampling_scaling_factor);
+  list("decoder_block_out_channels", c.block_out_channels);
+  list("num_decoder_blocks", c.num_blocks);
+  for (const char* k : {"scaling_factor", "shift_factor"})
+    if (j.contains(k) && !j[k].is_null()) {
+      VGG_CHECK(j[k].is_number(), "tiny VAE config: '", k, "' must be a number, got ", j[k].dump());
+      (std::string(k) == "scaling_factor" ? c.scaling_factor : c.shift_factor) = j[k].get<double>();
+    }
+  if (j.contains("act_fn")) VGG_CHECK(j["act_fn"] == "relu", "tiny VAE config: act_fn ", j["act_fn"].dump(), " is not supported (relu)");
+  c.validate();
+  return c;
+}
+
+TinyBlock::TinyBlock(int64_t in, int64_t out, LayerOptions o) {
+  conv0 = std::make_shared<Conv2d>(in, out, 3, 1, 1, true, o);
+  conv2 = std::make_shared<Conv2d>(out, out, 3, 1, 1, true, o);
+  conv4 = std::make_shared<Conv2d>(out, out, 3, 1, 1, true, o);
+  register_module("conv.0", conv0);
+  register_module("conv.2", conv2);
+  register_module("conv.4", conv4);
+  if (in != out) {
+    skip = std::make_shared<Conv2d>(in, out, 1, 1, 0, false, o);
+    register_module("skip", skip);
+  }
+}
+
+Tensor TinyBlock::forward(const Tensor& x) const {
+  Tensor h = conv4->forward(ops::relu(conv2->forward(ops::relu(conv0->forward(x)))));
+  return ops::relu(ops::add(h, skip ? skip->forward(x) : x));
+}
+
+TinyDecoder::TinyDecoder(const TinyVaeConfig& c, LayerOptions o) : cfg_(c) {
+  c.validate();
+  // the indices of diffusers' nn.Sequential: activations and upsamplings hold no parameters
+  int64_t index = 0;
+  std::vector<std::pair<int64_t, Layer>> numbered;
+  numbered.push_back({index, {std::make_shared<Conv2d>(c.latent_channels, c.block_out_channels[0], 3, 1, 1, true, o), nullptr}});
+  index += 2;  // conv, ReLU
+  for (size_t i = 0; i < c.num_blocks.size(); ++i) {
+    const bool last = i + 1 == c.num_blocks.size();
+    const int64_t w = c.block_out_channels[i];
+    for (int64_t b = 0; b < c.num_blocks[i]; ++b) numbered.push_back({index++, {nullptr, std::make_shared<TinyBlock>(w, w, o)}});
+    if (!last) numbered.push_back({index++, {nullptr, nullptr}});  // nn.Upsample
+    numbered.push_back({index++, {std::make_shared<Conv2d>(w, last ? c.out_channels : w, 3, 1, 1, last, o), nullptr}});
+  }
+  layers.reserve(numbered.size());
+  for (auto& [i, l] : numbered) layers.push_back(l);
+  for (size_t k = 0; k < layers.size(); ++k) {
+    const std::string name = "layers." + std::to_string(numbered[k].first);
+    if (layers[k].conv) register_module(name, layers[k].conv);
+    if (layers[k].block) register_module(name, layers[k].block);
+  }
+}
+
+Tensor TinyDecoder::forward(const Tensor& z) const {
+  VGG_CHECK(z.dim() == 4 && z.size(1) == cfg_.latent_channels, "tiny VAE decoder: expects latents [B, ",
+            cfg_.latent_channels, ", h, w], got ", describe(z));
+  Tensor h = ops::mul(ops::tanh(ops::mul(z, 1.0 / 3)), 3.0);  // soft clamp to (-3, 3)
+  for (size_t k = 0; k < layers.size(); ++k) {
+    const Layer& l = layers[k];
+    if (l.conv) h = l.conv->forward(h);
+    else if (l.block) h = l.block->forward(h);
+    else h = ops::upsample_nearest2d(h, cfg_.upsampling_scaling_factor);
+    if (k == 0) h = ops::relu(h);
+  }
+  return ops::add(ops::mul(h, 2.0), -1.0);  // [0, 1] -> [-1, 1]
+}
+
+AutoencoderTinyDecoder::AutoencoderTinyDecoder(const TinyVaeConfig& c, LayerOptions o) : cfg_(c) {
+  decoder = std::make_shared<TinyDecoder>(c, o);
+  register_module("decoder", decoder);
+}
+
+Tensor AutoencoderTinyDecoder::decode(const Tensor& latents) const {
+  return decoder->forward(ops::add(ops::mul(latents, 1.0 / cfg_.scaling_factor), cfg_.shift_factor));
+}
+
 }  // namespace vgg::nn

@@ -89,4 +89,52 @@ class AutoencoderKLDecoder : public Module {
   VaeConfig cfg_;
 };
 
+// AutoencoderTiny's decoder (TAESD3, what the official VGG-Flow code decodes rewards with): diffusers'
+// DecoderTiny, "decoder.layers.<i>" numbered as its nn.Sequential: conv + ReLU, then per block
+// num_blocks residual blocks (conv.0/2/4 with ReLUs, skip when widths differ, ReLU after the sum),
+// a nearest upsampling and a bias-free conv except after the last, whose conv (with bias) gives the
+// image; tanh(z/3)·3 on entry, 2x − 1 on exit.
+struct TinyVaeConfig {
+  int64_t latent_channels = 16, out_channels = 3, upsampling_scaling_factor = 2;
+  std::vector<int64_t> block_out_channels = {64, 64, 64, 64}, num_blocks = {3, 3, 3, 1};
+  double scaling_factor = 1.5305, shift_factor = 0.0609;  // TAESD3
+  void validate() const;
+  // diffusers' AutoencoderTiny config.json (decoder_block_out_channels, num_decoder_blocks, ...)
+  static TinyVaeConfig from_json(const std::string& json_text);
+};
+
+class TinyBlock : public Module {  // AutoencoderTinyBlock
+ public:
+  TinyBlock(int64_t in, int64_t out, LayerOptions o = {});
+  std::string type_name() const override { return "AutoencoderTinyBlock"; }
+  Tensor forward(const Tensor& x) const;
+  std::shared_ptr<Conv2d> conv0, conv2, conv4, skip;  // "conv.0", "conv.2", "conv.4", "skip"
+};
+
+class TinyDecoder : public Module {  // "decoder"
+ public:
+  explicit TinyDecoder(const TinyVaeConfig& c, LayerOptions o = {});
+  std::string type_name() const override { return "DecoderTiny"; }
+  Tensor forward(const Tensor& z) const;
+  struct Layer {
+    std::shared_ptr<Conv2d> conv;     // a convolution, or
+    std::shared_ptr<TinyBlock> block;  // a residual block, or neither: a nearest upsampling
+  };
+  std::vector<Layer> layers;
+
+ private:
+  TinyVaeConfig cfg_;
+};
+
+class AutoencoderTinyDecoder : public Module {
+ public:
+  explicit AutoencoderTinyDecoder(const TinyVaeConfig& c, LayerOptions o = {});
+  std::string type_name() const override { return "AutoencoderTiny"; }
+  Tensor decode(const Tensor& latents) const;  // z / scaling_factor + shift_factor, then the decoder
+  std::shared_ptr<TinyDecoder> decoder;
+
+ private:
+  TinyVaeConfig cfg_;
+};
+
 }  // namespace vgg::nn

@@ -90,3 +90,30 @@ TEST(Vae, ConfigIsCheckedInOneLine) {
   nn::AutoencoderKLDecoder big(sd3, deferred);  // placeholders: counted, not allocated
   EXPECT_EQ(big.num_parameters(), 49545475);  // diffusers 0.27: the decoder of this config
 }
+
+// AutoencoderTiny's decoder (TAESD-style: residual ReLU blocks, nearest upsampling, tanh clamp)
+// against diffusers in f64; diffusers' nn.Sequential numbering of "decoder.layers.<i>".
+TEST(Vae, TinyDecoderMatchesDiffusersInF64) {
+  SafetensorsFile f = load_safetensors(test::data_path("vae/tiny_autoencoder_tiny.safetensors"));
+  nn::TinyVaeConfig cfg = nn::TinyVaeConfig::from_json(f.metadata.at("config"));
+  EXPECT_EQ(cfg.num_blocks, (std::vector<int64_t>{2, 1}));
+  nn::AutoencoderTinyDecoder vae(cfg, {DType::F64});
+  NamedTensors w;
+  for (const auto& [name, t] : f.tensors)
+    if (name.rfind("decoder.", 0) == 0) w.emplace_back(name, t);
+  vae.load_state_dict(w);  // strict
+  Tensor z = f.at("input.z").detach().requires_grad_(true);
+  Tensor out = vae.decode(z);
+  EXPECT_TRUE(all_close(out, f.at("expected.out"), 1e-10, 1e-10));
+  auto gz = grad({out}, {z}, {f.at("input.gout")});
+  EXPECT_TRUE(all_close(gz[0], f.at("expected.grad_z"), 1e-10, 1e-10));
+  // TAESD3's published structure: 16 latent channels, 64 wide, blocks 3, 3, 3, 1
+  nn::LayerOptions deferred;
+  deferred.deferred = true;
+  nn::AutoencoderTinyDecoder taesd3(nn::TinyVaeConfig{}, deferred);
+  EXPECT_NE(taesd3.decoder->find_module("layers.17"), nullptr);  // the last block
+  EXPECT_NE(taesd3.decoder->find_module("layers.18"), nullptr);  // the image conv
+  EXPECT_EQ(taesd3.num_parameters(), 1229443);                    // diffusers' DecoderTiny of this config
+  EXPECT_TRUE(throws_error([] { nn::TinyVaeConfig::from_json(R"({"decoder_block_out_channels": [8], "num_decoder_blocks": [1, 1]})"); },
+                           {"tiny VAE config", "same 1 to 8 entries"}));
+}

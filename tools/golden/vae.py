@@ -9,7 +9,8 @@ installed in a virtual environment that sees the system packages:
     /tmp/vae-venv/bin/pip install "diffusers==0.27.2" "huggingface_hub<0.26"
     /tmp/vae-venv/bin/python tools/golden/vae.py
 
-It writes tests/data/vae/tiny_decoder.safetensors: the decoding half's parameters under diffusers'
+It writes tests/data/vae/tiny_decoder.safetensors (and tiny_autoencoder_tiny.safetensors, the same for
+AutoencoderTiny's decoder with "decoder.layers.*" names): the decoding half's parameters under diffusers'
 names ("post_quant_conv.*", "decoder.*"), the latents "input.z", the output "expected.out" of
 z / scaling_factor + shift_factor -> post_quant_conv -> decoder, a fixed cotangent "input.gout" and
 the latents' gradient "expected.grad_z"; the config is the metadata "config". Parameters are drawn
@@ -19,7 +20,7 @@ import json
 import os
 
 import torch
-from diffusers import AutoencoderKL
+from diffusers import AutoencoderKL, AutoencoderTiny
 from safetensors.torch import save_file
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
@@ -62,6 +63,25 @@ def main():
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
     save_file(tensors, OUT, metadata={"config": json.dumps(meta), "format": "pt"})
     print(f"wrote {OUT} ({os.path.getsize(OUT)} bytes, {len(tensors)} tensors, out {tuple(out.shape)})")
+
+    # AutoencoderTiny (TAESD-style) decoder: z / scaling_factor + shift_factor -> DecoderTiny
+    tiny_cfg = {"in_channels": 3, "out_channels": 3, "encoder_block_out_channels": [8, 8],
+                "decoder_block_out_channels": [8, 8], "num_encoder_blocks": [1, 1], "num_decoder_blocks": [2, 1],
+                "latent_channels": 4, "upsampling_scaling_factor": 2, "act_fn": "relu", "scaling_factor": 1.5305}
+    tiny = AutoencoderTiny(**tiny_cfg).double().eval()
+    with torch.no_grad():
+        for _, p in tiny.named_parameters():
+            p.copy_(0.3 * torch.randn_like(p))
+    z = torch.randn(2, 4, 3, 5, dtype=torch.float64, requires_grad=True)
+    out = tiny.decoder(z / tiny_cfg["scaling_factor"] + SHIFT)
+    gout = torch.randn_like(out)
+    (gz,) = torch.autograd.grad([out], [z], [gout])
+    tensors = {k: v.detach().contiguous() for k, v in tiny.state_dict().items() if k.startswith("decoder.")}
+    tensors.update({"input.z": z.detach().contiguous(), "input.gout": gout.contiguous(),
+                    "expected.out": out.detach().contiguous(), "expected.grad_z": gz.contiguous()})
+    tiny_out = os.path.join(os.path.dirname(OUT), "tiny_autoencoder_tiny.safetensors")
+    save_file(tensors, tiny_out, metadata={"config": json.dumps(dict(tiny_cfg, shift_factor=SHIFT)), "format": "pt"})
+    print(f"wrote {tiny_out} ({os.path.getsize(tiny_out)} bytes, out {tuple(out.shape)})")
 
 
 if __name__ == "__main__":
