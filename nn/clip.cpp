@@ -212,7 +212,9 @@ Tensor clip_preprocess(const Tensor& images, int64_t size) {
   const int64_t ow = h <= w ? static_cast<int64_t>(static_cast<double>(size) * w / h) : size;
   Tensor x = ops::resize2d(images, oh, ow, ops::ResizeMode::Bicubic, /*antialias=*/true);
   // centre crop (torchvision: top = round((H − size) / 2))
-  const int64_t top = static_cast<int64_t>(std::round((oh - size) / 2.0)), left = static_cast<int64_t>(std::round((ow - size) / 2.0));
+  // Python round() as torchvision: ties to even (std::nearbyint in the default rounding mode)
+  const int64_t top = static_cast<int64_t>(std::nearbyint((oh - size) / 2.0)),
+                left = static_cast<int64_t>(std::nearbyint((ow - size) / 2.0));
   x = ops::narrow(ops::narrow(x, 2, top, size), 3, left, size);
   const Tensor mean = ops::to(from_vector(std::vector<double>{0.48145466, 0.4578275, 0.40821073}, {1, 3, 1, 1}, {DType::F64}), images.dtype());
   const Tensor inv_std = ops::to(from_vector(std::vector<double>{1 / 0.26862954, 1 / 0.26130258, 1 / 0.27577711}, {1, 3, 1, 1}, {DType::F64}), images.dtype());

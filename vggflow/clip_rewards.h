@@ -1,0 +1,46 @@
+// The paper's rewards on RGB images (SD3 pipeline): the LAION aesthetic predictor v2 (an MLP on
+// CLIP ViT-L/14 image embeddings), HPSv2.1 (cosine of normalised ViT-H/14 image and prompt text
+// features) and PickScore (exp(logit_scale) · that cosine). Images [B, 3, H, W] in [−1, 1] go
+// through CLIP's input transform (nn::clip_preprocess: to [0, 1], shortest side to the tower's
+// image size, centre crop, normalisation), all differentiable, so ∇ₓr comes from backward.
+//
+// A reward weights file (safetensors, converted by tools/convert_reward.py) holds the tower under
+// transformers' names or open_clip's "visual.*" (mapped on load), its vision config as the
+// metadata "config" (transformers' JSON), and per reward: "aesthetic.layers.{0,2,4,6,7}.*" or a
+// scalar "logit_scale". Any other key is refused by name. Text features (HPS, PickScore) come
+// precomputed: a safetensors tensor "text_features" [N, P], one row per prompt.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "nn/clip.h"
+#include "vggflow/rewards.h"
+
+namespace vgg::flow {
+
+enum class ClipRewardKind { Aesthetic, HPS, PickScore };
+ClipRewardKind parse_clip_reward(const std::string& name);  // "aesthetic", "hps", "pickscore"
+
+class ClipReward : public Reward {
+ public:
+  ClipReward(const std::string& weights_path, ClipRewardKind kind, DType dtype = DType::F32,
+             Device device = Device::cpu());
+  std::string name() const override;
+  // x [B, 3, H, W] in [−1, 1] -> [B]; HPS and PickScore need text features set first
+  Tensor operator()(const Tensor& x) const override;
+  // [P] for every image, or [B, P] one per image (normalised here)
+  void set_text_features(const Tensor& features);
+  const nn::ClipVisionWithProjection& tower() const { return *tower_; }
+
+ private:
+  ClipRewardKind kind_;
+  std::shared_ptr<nn::ClipVisionWithProjection> tower_;
+  std::shared_ptr<nn::AestheticMLP> head_;
+  double logit_scale_exp_ = 1.0;
+  Tensor text_;
+};
+
+// Row `index` of a text-features file's "text_features" [N, P] (checked), as [P].
+Tensor load_text_features(const std::string& path, int64_t index);
+
+}  // namespace vgg::flow
