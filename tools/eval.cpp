@@ -98,11 +98,7 @@ int run(int argc, char** argv) {
               j["real_pixel_entropy"].get<double>());
   std::printf("%.0f s\n", j["seconds"].get<double>());
   if (!out.empty()) {
-    std::ofstream o2(out + ".tmp");
-    o2 << j.dump(2) << "\n";
-    if (!o2) throw std::runtime_error("cannot write " + out);
-    o2.close();
-    fs::rename(out + ".tmp", out);
+    cli::write_durable(out, j.dump(2) + "\n");  // checked, fsync'ed, renamed into place
   }
   if (!grid.empty()) {
     std::vector<Tensor> rows;

@@ -1,6 +1,8 @@
 #include "vggflow/image.h"
 
+#include <fcntl.h>
 #include <png.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cmath>
@@ -46,6 +48,15 @@ void write_png(const std::string& path, const Tensor& img) {
   const std::string why = image.message;
   png_image_free(&image);
   if (!ok) {
+    std::remove(tmp.c_str());
+    VGG_FAIL("write_png: cannot write '", path, "': ", why);
+  }
+  // on the disk before it replaces `path` (a crash leaves the old image or the new one)
+  const int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
+  const bool synced = fd >= 0 && ::fsync(fd) == 0;
+  if (fd >= 0) ::close(fd);
+  if (!synced) {
+    const std::string why = std::strerror(errno);
     std::remove(tmp.c_str());
     VGG_FAIL("write_png: cannot write '", path, "': ", why);
   }
