@@ -11,6 +11,9 @@
 //   layer_norm/RxD         layer_norm over D of [R, D], with weight and bias (eps 1e-5)
 //   attention_naive/BxHxSxD, attention_tiled/BxHxSxD
 //                          softmax(Q K^T / sqrt(D)) V, q = k = v shape [B, H, S, D]
+//   attention_jvp_fused/BxHxSxD, attention_jvp_composed/BxHxSxD
+//                          forward mode of the tiled attention along tangents of q, k, v: the fused
+//                          one-pass JVP kernel, or the composed rule (P materialised)
 // Times are wall-clock (UseRealTime): the kernels run on OpenMP / OpenBLAS threads.
 #include <benchmark/benchmark.h>
 
@@ -19,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "autograd/forward_ad.h"
 #include "autograd/ops.h"
 #include "bench/bench_common.h"
 
@@ -118,6 +122,29 @@ void bm_attention(benchmark::State& st, ops::AttentionImpl impl, int64_t b, int6
                static_cast<double>(b * h * s * d));
 }
 
+// Forward mode through the tiled attention along tangents of q, k and v: the fused one-pass JVP
+// kernel or the composed reference rule (P materialised).
+void bm_attention_jvp(benchmark::State& st, bool fused, int64_t b, int64_t h, int64_t s, int64_t d) {
+  vgg::NoGradGuard ng;
+  const ops::AttentionJvp prev = ops::attention_jvp_mode();
+  ops::set_attention_jvp(fused ? ops::AttentionJvp::Fused : ops::AttentionJvp::Composed);
+  Tensor q = randn({b, h, s, d}, 1), k = randn({b, h, s, d}, 2), v = randn({b, h, s, d}, 3);
+  Tensor tq = randn({b, h, s, d}, 4), tk = randn({b, h, s, d}, 5), tv = randn({b, h, s, d}, 6);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  for (auto _ : st) {
+    fwad::DualLevel level;
+    Tensor o = ops::attention(fwad::make_dual(q, tq), fwad::make_dual(k, tk), fwad::make_dual(v, tv), scale);
+    Tensor t = fwad::tangent(o);
+    benchmark::DoNotOptimize(t.data_ptr());
+    benchmark::ClobberMemory();
+  }
+  ops::set_attention_jvp(prev);
+  // QKᵀ, PV, tQKᵀ + QtKᵀ, P·tV + (P∘tS)·V: six S x S x D matmuls of 2 FLOP per multiply-add
+  const double bh = static_cast<double>(b * h), ss = static_cast<double>(s) * static_cast<double>(s);
+  set_counters(st, 12.0 * bh * ss * static_cast<double>(d), 8.0 * kF32 * static_cast<double>(b * h * s * d),
+               static_cast<double>(b * h * s * d));
+}
+
 benchmark::internal::Benchmark* configure(benchmark::internal::Benchmark* bm) {
   return bm->UseRealTime()->Unit(benchmark::kMicrosecond);
 }
@@ -162,6 +189,9 @@ void register_all() {
     configure(benchmark::RegisterBenchmark(case_name("attention_tiled", c).c_str(), [c](benchmark::State& st) {
       bm_attention(st, ops::AttentionImpl::Tiled, c[0], c[1], c[2], c[3]);
     }));
+    for (bool fused : {true, false})
+      configure(benchmark::RegisterBenchmark(case_name(fused ? "attention_jvp_fused" : "attention_jvp_composed", c).c_str(),
+                                             [c, fused](benchmark::State& st) { bm_attention_jvp(st, fused, c[0], c[1], c[2], c[3]); }));
   }
 }
 

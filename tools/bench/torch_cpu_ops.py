@@ -22,8 +22,10 @@ import statistics
 import sys
 import time
 
-OPS = ("matmul", "bmm", "softmax", "layer_norm", "attention_naive", "attention_tiled", "mmdit_fwd", "mmdit_step")
+OPS = ("matmul", "bmm", "softmax", "layer_norm", "attention_naive", "attention_tiled", "attention_jvp_fused",
+       "attention_jvp_composed", "mmdit_fwd", "mmdit_step")
 ARITY = {"matmul": 3, "bmm": 4, "softmax": 2, "layer_norm": 2, "attention_naive": 4, "attention_tiled": 4,
+         "attention_jvp_fused": 4, "attention_jvp_composed": 4,
          "mmdit_fwd": 3, "mmdit_step": 3}
 
 
@@ -88,7 +90,17 @@ def make_fn(torch, op, dims):
     bsz, h, s, d = dims
     q, k, v = randn(bsz, h, s, d), randn(bsz, h, s, d), randn(bsz, h, s, d)
     scale = 1.0 / math.sqrt(d)
-    return lambda: torch.matmul(torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * scale, -1), v)
+
+    def attn(q, k, v):
+        return torch.matmul(torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * scale, -1), v)
+
+    if op.startswith("attention_jvp"):
+        # forward mode along tangents of q, k, v: functorch.jvp over the math attention (torch 1.13;
+        # torch.func.jvp in 2.x), the only PyTorch path for an attention JVP
+        import functorch
+        tq, tk, tv = randn(bsz, h, s, d), randn(bsz, h, s, d), randn(bsz, h, s, d)
+        return lambda: functorch.jvp(attn, (q, k, v), (tq, tk, tv))[1]
+    return lambda: attn(q, k, v)
 
 
 def make_mmdit_fn(torch, train, dims, randn):
