@@ -132,9 +132,9 @@ void bm_attention_jvp(benchmark::State& st, bool fused, int64_t b, int64_t h, in
   Tensor tq = randn({b, h, s, d}, 4), tk = randn({b, h, s, d}, 5), tv = randn({b, h, s, d}, 6);
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
   for (auto _ : st) {
-    fwad::DualLevel level;
-    Tensor o = ops::attention(fwad::make_dual(q, tq), fwad::make_dual(k, tk), fwad::make_dual(v, tv), scale);
-    Tensor t = fwad::tangent(o);
+    vgg::fwad::DualLevel level;
+    Tensor o = ops::attention(vgg::fwad::make_dual(q, tq), vgg::fwad::make_dual(k, tk), vgg::fwad::make_dual(v, tv), scale);
+    Tensor t = vgg::fwad::tangent(o);
     benchmark::DoNotOptimize(t.data_ptr());
     benchmark::ClobberMemory();
   }

@@ -531,6 +531,11 @@ std::vector<ParityCase> parity_cases() {
       U("softmax_first", [](const Tensor& x) { return softmax(x, 0); }),
       U("log_softmax", [](const Tensor& x) { return add(log_softmax(x, 1), log_softmax(x, 0)); }),
       U("layer_norm", [](const Tensor& x) { return layer_norm(x, {x.size(1)}); }),
+      // image ops (composed): on the GPU through its elementwise, norm and GEMM kernels
+      U("quick_gelu", [](const Tensor& x) { return quick_gelu(x); }),
+      U("group_norm", [](const Tensor& x) { return group_norm(reshape(x, {1, x.size(0), x.size(1)}), 1, Tensor(), Tensor(), 1e-5); }),
+      U("upsample_nearest2d", [](const Tensor& x) { return upsample_nearest2d(x, 2); }),
+      U("resize2d_bicubic_aa", [](const Tensor& x) { return resize2d(x, 16, 40, ResizeMode::Bicubic, true); }),
       U("layer_norm_affine", [](const Tensor& x) {
         Tensor w = mul(narrow(x, 0, 0, 1), 0.5), b = narrow(x, 0, 1, 1);
         return layer_norm(x, {x.size(1)}, reshape(contiguous(w), {x.size(1)}), reshape(contiguous(b), {x.size(1)}));
