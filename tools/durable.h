@@ -202,7 +202,9 @@ inline void commit_checkpoint(const std::filesystem::path& run, int64_t step,
 class RunLock {
  public:
   // Creates the folder if needed and takes the lock, or throws naming the process that holds it.
-  explicit RunLock(const std::filesystem::path& run) {
+  explicit RunLock(const std::filesystem::path& run) : run_(run) {
+    std::error_code ec;
+    created_ = !std::filesystem::exists(run, ec);
     std::filesystem::create_directories(run);
     const std::filesystem::path p = run / ".lock";
     fd_ = ::open(p.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -228,11 +230,26 @@ class RunLock {
   }
   RunLock(const RunLock&) = delete;
   RunLock& operator=(const RunLock&) = delete;
+  // A folder this lock created and nothing else wrote into (a run refused or failed before its first
+  // file) is removed again, still under the lock: a refused start leaves nothing behind.
   ~RunLock() {
-    if (fd_ >= 0) ::close(fd_);
+    if (fd_ < 0) return;
+    if (created_) {
+      std::error_code ec;
+      bool only_lock = true;
+      for (const auto& e : std::filesystem::directory_iterator(run_, ec))
+        only_lock = only_lock && e.path().filename() == ".lock";
+      if (!ec && only_lock) {
+        std::filesystem::remove(run_ / ".lock", ec);
+        std::filesystem::remove(run_, ec);
+      }
+    }
+    ::close(fd_);
   }
 
  private:
+  std::filesystem::path run_;
+  bool created_ = false;
   int fd_ = -1;
 };
 

@@ -157,6 +157,17 @@ TEST(Durable, OneProcessPerRunFolder) {
   ::close(ready[0]);
   ::close(ready[1]);
   fs::remove_all(run);
+  // a folder the lock created is removed again when nothing was written into it (a refused start
+  // leaves nothing behind), kept when the run wrote something
+  const fs::path fresh = run / "new_run";
+  { cli::RunLock l(fresh); }
+  EXPECT_FALSE(fs::exists(fresh));
+  {
+    cli::RunLock l(fresh);
+    cli::write_durable(fresh / "config.json", "{}\n");
+  }
+  EXPECT_TRUE(fs::exists(fresh / "config.json"));
+  fs::remove_all(run);
 }
 
 }  // namespace
