@@ -139,7 +139,7 @@ Tensor ClipVisionTransformer::forward(const Tensor& pixels) const {
   Tensor cls = ops::expand(ops::reshape(compute(class_embedding), {1, 1, d}), {b, 1, d});
   Tensor h = ops::add(ops::cat({cls, patches}, 1), compute(position_embedding->weight));
   h = pre_layrnorm->forward(h);
-  for (const auto& l : layers) h = l->forward(h);
+  for (const auto& l : layers) h = l->checkpointed(checkpointing, [l](const Tensor& t) { return l->forward(t); }, h);
   return post_layernorm->forward(ops::reshape(ops::narrow(h, 1, 0, 1), {b, d}));
 }
 

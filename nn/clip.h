@@ -52,6 +52,7 @@ class ClipVisionTransformer : public Module {
   explicit ClipVisionTransformer(const ClipVisionConfig& c, LayerOptions o = {});
   std::string type_name() const override { return "CLIPVisionTransformer"; }
   Tensor forward(const Tensor& pixels) const;  // [B, C, S, S] normalised -> pooled [B, D]
+  bool checkpointing = false;                  // recompute each encoder layer in backward
   Tensor class_embedding;                      // "embeddings.class_embedding"
   std::shared_ptr<Conv2d> patch_embedding;     // "embeddings.patch_embedding"
   std::shared_ptr<Embedding> position_embedding;  // "embeddings.position_embedding"

@@ -3,6 +3,7 @@
 #include <set>
 #include <sstream>
 
+#include "autograd/checkpoint.h"
 #include "autograd/grad_mode.h"
 #include "autograd/ops.h"
 #include "tensor/error.h"
@@ -102,6 +103,10 @@ std::vector<Tensor> Module::parameters(bool trainable_only) const {
   std::vector<Tensor> out;
   for (auto& [n, t] : named_parameters(trainable_only)) out.push_back(t);
   return out;
+}
+
+Tensor Module::checkpointed(bool on, const std::function<Tensor(const Tensor&)>& f, const Tensor& x) const {
+  return on ? checkpoint(f, x, parameters(true)) : f(x);
 }
 
 NamedTensors Module::named_buffers() const {

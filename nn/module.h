@@ -39,6 +39,10 @@ class Module {
   NamedTensors named_parameters(bool trainable_only = false) const;
   std::vector<Tensor> parameters(bool trainable_only = false) const;
   NamedTensors named_buffers() const;
+  // Activation checkpointing of one segment (autograd/checkpoint.h): f(x), whose intermediates
+  // are recomputed in backward instead of kept when `on`; gradients reach this module's
+  // trainable parameters (f must read no other trainable tensor).
+  Tensor checkpointed(bool on, const std::function<Tensor(const Tensor&)>& f, const Tensor& x) const;
   int64_t num_parameters(bool trainable_only = false) const;  // elements, adapters included
 
   // Regular parameters plus persistent buffers (no adapters).

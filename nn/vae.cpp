@@ -15,6 +15,7 @@ void VaeConfig::validate() const {
   };
   pos("latent_channels", latent_channels, 1024);
   pos("out_channels", out_channels, 1024);
+  pos("in_channels", in_channels, 1024);
   pos("layers_per_block", layers_per_block, 64);
   pos("norm_num_groups", norm_num_groups, 1024);
   VGG_CHECK(!block_out_channels.empty() && block_out_channels.size() <= 8, "VAE config: block_out_channels must hold 1 to 8 widths");
@@ -48,6 +49,7 @@ VaeConfig VaeConfig::from_json(const std::string& text) {
   };
   integer("latent_channels", c.latent_channels);
   integer("out_channels", c.out_channels);
+  integer("in_channels", c.in_channels);
   integer("layers_per_block", c.layers_per_block);
   integer("norm_num_groups", c.norm_num_groups);
   if (j.contains("block_out_channels")) {
@@ -61,6 +63,8 @@ VaeConfig VaeConfig::from_json(const std::string& text) {
   boolean("mid_block_add_attention", c.mid_block_add_attention);
   c.use_post_quant_conv = true;  // diffusers' default (SD3's config says false)
   boolean("use_post_quant_conv", c.use_post_quant_conv);
+  c.use_quant_conv = true;
+  boolean("use_quant_conv", c.use_quant_conv);
   c.shift_factor = 0;  // absent or null in SD1/SDXL configs
   real("scaling_factor", c.scaling_factor);
   real("shift_factor", c.shift_factor);
@@ -69,6 +73,12 @@ VaeConfig VaeConfig::from_json(const std::string& text) {
               "VAE config: up_block_types must name one block per entry of block_out_channels");
     for (const auto& t : j["up_block_types"])
       VGG_CHECK(t == "UpDecoderBlock2D", "VAE config: up block ", t.dump(), " is not supported (UpDecoderBlock2D)");
+  }
+  if (j.contains("down_block_types")) {
+    VGG_CHECK(j["down_block_types"].is_array() && j["down_block_types"].size() == c.block_out_channels.size(),
+              "VAE config: down_block_types must name one block per entry of block_out_channels");
+    for (const auto& t : j["down_block_types"])
+      VGG_CHECK(t == "DownEncoderBlock2D", "VAE config: down block ", t.dump(), " is not supported (DownEncoderBlock2D)");
   }
   if (j.contains("act_fn")) VGG_CHECK(j["act_fn"] == "silu", "VAE config: act_fn ", j["act_fn"].dump(), " is not supported (silu)");
   c.validate();
@@ -187,11 +197,20 @@ VaeDecoder::VaeDecoder(const VaeConfig& c, LayerOptions o) {
 Tensor VaeDecoder::forward(const Tensor& z) const {
   VGG_CHECK(z.dim() == 4 && z.size(1) == conv_in->weight.size(1), "VAE decoder: expects latents [B, ",
             conv_in->weight.size(1), ", h, w], got ", describe(z));
-  Tensor h = mid_resnet0->forward(conv_in->forward(z));
-  if (mid_attention) h = mid_attention->forward(h);
-  h = mid_resnet1->forward(h);
-  for (const auto& b : up_blocks) h = b->forward(h);
-  return conv_out->forward(ops::silu(conv_norm_out->forward(h)));
+  const bool ck = checkpointing;
+  auto stage = [ck](const auto& m, const Tensor& x) { return m->checkpointed(ck, [m](const Tensor& t) { return m->forward(t); }, x); };
+  Tensor h = stage(mid_resnet0, conv_in->forward(z));
+  if (mid_attention) h = stage(mid_attention, h);
+  h = stage(mid_resnet1, h);
+  for (const auto& b : up_blocks) {
+    for (const auto& r : b->resnets) h = stage(r, h);
+    if (b->upsample_conv) {
+      const auto conv = b->upsample_conv;
+      h = conv->checkpointed(ck, [conv](const Tensor& t) { return conv->forward(ops::upsample_nearest2d(t, 2)); }, h);
+    }
+  }
+  const auto norm = conv_norm_out;
+  return conv_out->forward(norm->checkpointed(ck, [norm](const Tensor& t) { return ops::silu(norm->forward(t)); }, h));
 }
 
 AutoencoderKLDecoder::AutoencoderKLDecoder(const VaeConfig& c, LayerOptions o) : cfg_(c) {
@@ -207,6 +226,94 @@ Tensor AutoencoderKLDecoder::decode(const Tensor& latents) const {
   Tensor z = ops::add(ops::mul(latents, 1.0 / cfg_.scaling_factor), cfg_.shift_factor);
   if (post_quant_conv) z = post_quant_conv->forward(z);
   return decoder->forward(z);
+}
+
+// ---- encoder ------------------------------------------------------------------------------------
+
+DownEncoderBlock2D::DownEncoderBlock2D(int64_t in, int64_t out, int64_t layers, bool downsample, int64_t groups, double eps,
+                                       LayerOptions o) {
+  resnets.reserve(static_cast<size_t>(layers));
+  for (int64_t i = 0; i < layers; ++i) resnets.push_back(std::make_shared<ResnetBlock2D>(i == 0 ? in : out, out, groups, eps, o));
+  for (int64_t i = 0; i < layers; ++i) register_module("resnets." + std::to_string(i), resnets[static_cast<size_t>(i)]);
+  if (downsample) {
+    downsample_conv = std::make_shared<Conv2d>(out, out, 3, 2, 0, true, o);
+    register_module("downsamplers.0.conv", downsample_conv);
+  }
+}
+
+VaeEncoder::VaeEncoder(const VaeConfig& c, LayerOptions o) {
+  c.validate();
+  const auto& w = c.block_out_channels;
+  const int64_t top = w.back(), g = c.norm_num_groups;
+  conv_in = std::make_shared<Conv2d>(c.in_channels, w[0], 3, 1, 1, true, o);
+  register_module("conv_in", conv_in);
+  int64_t prev = w[0];
+  down_blocks.reserve(w.size());  // registered slots must not move
+  for (size_t i = 0; i < w.size(); ++i) {
+    down_blocks.push_back(std::make_shared<DownEncoderBlock2D>(prev, w[i], c.layers_per_block, i + 1 < w.size(), g, kEps, o));
+    prev = w[i];
+  }
+  for (size_t i = 0; i < down_blocks.size(); ++i) register_module("down_blocks." + std::to_string(i), down_blocks[i]);
+  mid_resnet0 = std::make_shared<ResnetBlock2D>(top, top, g, kEps, o);
+  register_module("mid_block.resnets.0", mid_resnet0);
+  if (c.mid_block_add_attention) {
+    mid_attention = std::make_shared<VaeAttention>(top, g, kEps, o);
+    register_module("mid_block.attentions.0", mid_attention);
+  }
+  mid_resnet1 = std::make_shared<ResnetBlock2D>(top, top, g, kEps, o);
+  register_module("mid_block.resnets.1", mid_resnet1);
+  conv_norm_out = std::make_shared<GroupNorm>(g, top, kEps, o);
+  conv_out = std::make_shared<Conv2d>(top, 2 * c.latent_channels, 3, 1, 1, true, o);
+  register_module("conv_norm_out", conv_norm_out);
+  register_module("conv_out", conv_out);
+}
+
+Tensor VaeEncoder::forward(const Tensor& x) const {
+  const int64_t in = conv_in->weight.size(1), f = int64_t{1} << (down_blocks.size() - 1);
+  VGG_CHECK(x.dim() == 4 && x.size(1) == in, "VAE encoder: expects images [B, ", in, ", H, W], got ", describe(x));
+  VGG_CHECK(x.size(2) % f == 0 && x.size(3) % f == 0, "VAE encoder: image height and width must be multiples of ", f,
+            ", got ", describe(x));
+  const bool ck = checkpointing;
+  auto stage = [ck](const auto& m, const Tensor& t) { return m->checkpointed(ck, [m](const Tensor& a) { return m->forward(a); }, t); };
+  Tensor h = conv_in->forward(x);
+  for (const auto& b : down_blocks) {
+    for (const auto& r : b->resnets) h = stage(r, h);
+    if (b->downsample_conv) {
+      const auto conv = b->downsample_conv;
+      h = conv->checkpointed(ck, [conv](const Tensor& t) { return conv->forward(ops::pad(t, {0, 1, 0, 1})); }, h);
+    }
+  }
+  h = stage(mid_resnet0, h);
+  if (mid_attention) h = stage(mid_attention, h);
+  h = stage(mid_resnet1, h);
+  const auto norm = conv_norm_out;
+  return conv_out->forward(norm->checkpointed(ck, [norm](const Tensor& t) { return ops::silu(norm->forward(t)); }, h));
+}
+
+AutoencoderKLEncoder::AutoencoderKLEncoder(const VaeConfig& c, LayerOptions o) : cfg_(c) {
+  encoder = std::make_shared<VaeEncoder>(c, o);
+  register_module("encoder", encoder);
+  if (c.use_quant_conv) {
+    quant_conv = std::make_shared<Conv2d>(2 * c.latent_channels, 2 * c.latent_channels, 1, 1, 0, true, o);
+    register_module("quant_conv", quant_conv);
+  }
+}
+
+AutoencoderKLEncoder::Posterior AutoencoderKLEncoder::posterior(const Tensor& images) const {
+  Tensor m = encoder->forward(images);
+  if (quant_conv) m = quant_conv->forward(m);
+  const int64_t c = cfg_.latent_channels;
+  return {ops::narrow(m, 1, 0, c), ops::clamp(ops::narrow(m, 1, c, c), -30.0, 20.0)};
+}
+
+Tensor AutoencoderKLEncoder::encode(const Tensor& images, const Tensor& noise) const {
+  Posterior p = posterior(images);
+  Tensor z = p.mean;
+  if (noise.defined()) {
+    VGG_CHECK(noise.shape() == p.mean.shape(), "VAE encode: noise ", describe(noise), " does not match the latents ", describe(p.mean));
+    z = ops::add(z, ops::mul(ops::exp(ops::mul(p.logvar, 0.5)), noise));
+  }
+  return ops::mul(ops::add(z, -cfg_.shift_factor), cfg_.scaling_factor);
 }
 
 // ---- AutoencoderTiny ------------------------------------------------------------------------------

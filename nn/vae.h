@@ -1,9 +1,18 @@
-// The AutoencoderKL decoder of SD3/SD3.5 (diffusers `AutoencoderKL`, its `Decoder`), with diffusers'
-// parameter names: conv_in → mid_block (resnet, single-head attention with group norm, resnet) →
-// up_blocks (resnets, nearest 2x upsampling + conv except in the last) → group norm, SiLU, conv_out.
-// decode(latents) undoes the pipeline's latent scaling: z / scaling_factor + shift_factor, then the
-// optional post_quant_conv (SD3 has none), then the decoder. Config from diffusers' vae/config.json.
-// (tests/nn/test_vae.cpp holds it to diffusers on a tiny random config: tools/golden/vae.py.)
+// The AutoencoderKL of SD3/SD3.5 (diffusers `AutoencoderKL`: its `Decoder` and `Encoder`), with
+// diffusers' parameter names.
+//   decoder: conv_in → mid_block (resnet, single-head attention with group norm, resnet) →
+//            up_blocks (resnets, nearest 2x upsampling + conv except in the last) → group norm,
+//            SiLU, conv_out. decode(latents) undoes the pipeline's latent scaling:
+//            z / scaling_factor + shift_factor, then the optional post_quant_conv (SD3 has none).
+//   encoder: conv_in → down_blocks (resnets, then except in the last a stride-2 conv after a
+//            zero pad of one row and column on the bottom/right) → mid_block → group norm, SiLU,
+//            conv_out to 2·latent_channels (mean and log-variance), the optional quant_conv;
+//            encode(images in [-1, 1]) gives (mean − shift_factor)·scaling_factor, or a sample
+//            mean + e^{logvar/2}·ε of the posterior (logvar clamped to [-30, 20]) scaled alike.
+// Config from diffusers' vae/config.json. Activation checkpointing (set_checkpointing) recomputes
+// each resnet, attention and resampling stage in backward: the decoder's memory at 1024² falls
+// from every intermediate to one per stage.
+// (tests/nn/test_vae.cpp holds both halves to diffusers on a tiny random config: tools/golden/vae.py.)
 #pragma once
 #include <memory>
 #include <string>
@@ -14,10 +23,10 @@
 namespace vgg::nn {
 
 struct VaeConfig {
-  int64_t latent_channels = 16, out_channels = 3;
+  int64_t latent_channels = 16, out_channels = 3, in_channels = 3;
   std::vector<int64_t> block_out_channels = {128, 256, 512, 512};
   int64_t layers_per_block = 2, norm_num_groups = 32;
-  bool mid_block_add_attention = true, use_post_quant_conv = false;
+  bool mid_block_add_attention = true, use_post_quant_conv = false, use_quant_conv = false;
   double scaling_factor = 1.5305, shift_factor = 0.0609;  // SD3 / SD3.5
   void validate() const;  // one line naming the bad field
   static VaeConfig from_json(const std::string& json_text);  // diffusers vae/config.json
@@ -67,6 +76,7 @@ class VaeDecoder : public Module {  // "decoder"
   explicit VaeDecoder(const VaeConfig& c, LayerOptions o = {});
   std::string type_name() const override { return "Decoder"; }
   Tensor forward(const Tensor& z) const;  // z [B, latent_channels, h, w] -> [B, out_channels, 2^k·h, 2^k·w]
+  bool checkpointing = false;             // recompute each stage in backward (see the top)
   std::shared_ptr<Conv2d> conv_in, conv_out;
   std::shared_ptr<ResnetBlock2D> mid_resnet0, mid_resnet1;  // "mid_block.resnets.0/1"
   std::shared_ptr<VaeAttention> mid_attention;              // "mid_block.attentions.0"
@@ -82,8 +92,53 @@ class AutoencoderKLDecoder : public Module {
   // latents as the transformer produces them: z / scaling_factor + shift_factor, then the decoder
   Tensor decode(const Tensor& latents) const;
   const VaeConfig& config() const { return cfg_; }
+  void set_checkpointing(bool on) { decoder->checkpointing = on; }
   std::shared_ptr<VaeDecoder> decoder;
   std::shared_ptr<Conv2d> post_quant_conv;
+
+ private:
+  VaeConfig cfg_;
+};
+
+class DownEncoderBlock2D : public Module {  // "down_blocks.i"
+ public:
+  DownEncoderBlock2D(int64_t in, int64_t out, int64_t layers, bool downsample, int64_t groups, double eps,
+                     LayerOptions o = {});
+  std::string type_name() const override { return "DownEncoderBlock2D"; }
+  std::vector<std::shared_ptr<ResnetBlock2D>> resnets;
+  std::shared_ptr<Conv2d> downsample_conv;  // "downsamplers.0.conv": stride 2 after a (0, 1, 0, 1) zero pad
+};
+
+class VaeEncoder : public Module {  // "encoder"
+ public:
+  explicit VaeEncoder(const VaeConfig& c, LayerOptions o = {});
+  std::string type_name() const override { return "Encoder"; }
+  // x [B, in_channels, H, W] (H, W multiples of 2^(blocks−1)) -> moments [B, 2·latent_channels, h, w]
+  Tensor forward(const Tensor& x) const;
+  bool checkpointing = false;
+  std::shared_ptr<Conv2d> conv_in, conv_out;
+  std::vector<std::shared_ptr<DownEncoderBlock2D>> down_blocks;
+  std::shared_ptr<ResnetBlock2D> mid_resnet0, mid_resnet1;
+  std::shared_ptr<VaeAttention> mid_attention;
+  std::shared_ptr<GroupNorm> conv_norm_out;
+};
+
+// The encoding half of AutoencoderKL: "encoder.*" and, when configured, "quant_conv.*".
+class AutoencoderKLEncoder : public Module {
+ public:
+  explicit AutoencoderKLEncoder(const VaeConfig& c, LayerOptions o = {});
+  std::string type_name() const override { return "AutoencoderKL"; }
+  struct Posterior {
+    Tensor mean, logvar;  // [B, latent_channels, h, w], unscaled; logvar clamped to [-30, 20]
+  };
+  Posterior posterior(const Tensor& images) const;
+  // Latents as the transformer sees them: (mean − shift_factor)·scaling_factor, or with `noise`
+  // (the shape of the mean) the sample mean + e^{logvar/2}·noise scaled alike.
+  Tensor encode(const Tensor& images, const Tensor& noise = Tensor()) const;
+  const VaeConfig& config() const { return cfg_; }
+  void set_checkpointing(bool on) { encoder->checkpointing = on; }
+  std::shared_ptr<VaeEncoder> encoder;
+  std::shared_ptr<Conv2d> quant_conv;
 
  private:
   VaeConfig cfg_;

@@ -31,6 +31,9 @@ class ClipReward : public Reward {
   // [P] for every image, or [B, P] one per image (normalised here)
   void set_text_features(const Tensor& features);
   const nn::ClipVisionWithProjection& tower() const { return *tower_; }
+  // Activation checkpointing of the tower's layers: ∇ₓr recomputes each layer instead of keeping
+  // its activations (the decode → CLIP → reward chain at 1024²; nn/vae.h has the decoder's).
+  void set_checkpointing(bool on) { tower_->vision_model->checkpointing = on; }
 
  private:
   ClipRewardKind kind_;

@@ -3,7 +3,9 @@
 // gradient, f32 within its precision, the file checks and the config checks.
 #include "autograd/engine.h"
 #include "nn/vae.h"
+#include "tensor/factory.h"
 #include "tensor/safetensors.h"
+#include "tensor/storage.h"
 #include "tests/support/test_support.h"
 
 using namespace vgg;
@@ -116,4 +118,108 @@ TEST(Vae, TinyDecoderMatchesDiffusersInF64) {
   EXPECT_EQ(taesd3.num_parameters(), 1229443);                    // diffusers' DecoderTiny of this config
   EXPECT_TRUE(throws_error([] { nn::TinyVaeConfig::from_json(R"({"decoder_block_out_channels": [8], "num_decoder_blocks": [1, 1]})"); },
                            {"tiny VAE config", "same 1 to 8 entries"}));
+}
+
+// AutoencoderKL's encoder against diffusers in f64 (tests/data/vae/tiny_encoder.safetensors): the
+// scaled posterior mean and a scaled sample, with the images' gradients; non-square images.
+namespace {
+struct EncoderGolden {
+  SafetensorsFile f = load_safetensors(test::data_path("vae/tiny_encoder.safetensors"));
+  nn::VaeConfig cfg = nn::VaeConfig::from_json(f.metadata.at("config"));
+  NamedTensors weights() const {
+    NamedTensors w;
+    for (const auto& [name, t] : f.tensors)
+      if (name.rfind("input.", 0) != 0 && name.rfind("expected.", 0) != 0) w.emplace_back(name, t);
+    return w;
+  }
+};
+}  // namespace
+
+TEST(Vae, EncoderMatchesDiffusersInF64) {
+  EncoderGolden g;
+  EXPECT_TRUE(g.cfg.use_quant_conv);
+  nn::AutoencoderKLEncoder vae(g.cfg, {DType::F64});
+  vae.load_state_dict(g.weights());  // strict
+  Tensor x = g.f.at("input.x").detach().requires_grad_(true);
+  Tensor z = vae.encode(x);
+  ASSERT_EQ(z.shape(), (Shape{2, 4, 6, 10}));  // [2, 3, 12, 20] images, one 2x downsampling
+  EXPECT_TRUE(all_close(z, g.f.at("expected.latents"), 1e-10, 1e-10));
+  EXPECT_TRUE(all_close(grad({z}, {x}, {g.f.at("input.gout")})[0], g.f.at("expected.grad_x"), 1e-10, 1e-10));
+  Tensor s = vae.encode(x, g.f.at("input.eps"));
+  EXPECT_TRUE(all_close(s, g.f.at("expected.sample"), 1e-10, 1e-10));
+  EXPECT_TRUE(all_close(grad({s}, {x}, {g.f.at("input.gout")})[0], g.f.at("expected.grad_x_sample"), 1e-10, 1e-10));
+  // f32 within its precision
+  nn::AutoencoderKLEncoder v32(g.cfg);
+  v32.load_state_dict(g.weights());
+  Tensor z32 = ops::to(v32.encode(ops::to(g.f.at("input.x"), DType::F32)), DType::F64);
+  const double scale = ops::amax(ops::abs(g.f.at("expected.latents"))).item();
+  EXPECT_TRUE(all_close(z32, g.f.at("expected.latents"), 1e-5 * scale, 1e-5));
+}
+
+TEST(Vae, EncoderRefusesBadImagesAndKeysInOneLine) {
+  EncoderGolden g;
+  nn::AutoencoderKLEncoder vae(g.cfg, {DType::F64});
+  vae.load_state_dict(g.weights());
+  EXPECT_TRUE(throws_error([&] { vae.encode(zeros({1, 3, 11, 20}, opts(DType::F64))); }, {"VAE encoder", "multiples of 2"}));
+  EXPECT_TRUE(throws_error([&] { vae.encode(zeros({1, 4, 12, 20}, opts(DType::F64))); }, {"VAE encoder", "expects images [B, 3"}));
+  EXPECT_TRUE(throws_error([&] { vae.encode(zeros({1, 3, 12, 20}, opts(DType::F64)), zeros({1, 4, 6, 9}, opts(DType::F64))); },
+                           {"VAE encode", "noise"}));
+  NamedTensors w = g.weights();
+  NamedTensors missing(w.begin() + 1, w.end());
+  EXPECT_TRUE(throws_error([&] { vae.load_state_dict(missing); }, {w[0].first.c_str()}));
+  NamedTensors shaped = w;
+  for (auto& [name, t] : shaped)
+    if (name == "encoder.down_blocks.0.downsamplers.0.conv.weight") t = ops::narrow(t, 0, 0, 4);
+  EXPECT_TRUE(throws_error([&] { vae.load_state_dict(shaped); }, {"encoder.down_blocks.0.downsamplers.0.conv.weight"}));
+  EXPECT_TRUE(throws_error([] { nn::VaeConfig::from_json(R"({"block_out_channels": [32, 32], "down_block_types": ["Down", "Down"]})"); },
+                           {"VAE config", "down block", "not supported"}));
+  // SD3's encoder: 16 latent channels, no quant_conv; diffusers' parameter count
+  nn::VaeConfig sd3;
+  nn::LayerOptions deferred;
+  deferred.deferred = true;
+  nn::AutoencoderKLEncoder big(sd3, deferred);
+  EXPECT_EQ(big.quant_conv, nullptr);
+  EXPECT_EQ(big.num_parameters(), 34274208);  // diffusers 0.27: the encoder of SD3's config
+}
+
+// Activation checkpointing: the same outputs and gradients (inputs and every parameter, bit for
+// bit), with a lower peak of host memory for the decoder's backward.
+TEST(Vae, CheckpointingGivesTheSameGradientsWithLessMemory) {
+  Golden g;
+  nn::AutoencoderKLDecoder vae(g.cfg, {DType::F64});
+  vae.load_state_dict(g.weights());
+  vae.requires_grad_(true);
+  const Tensor z0 = ops::upsample_nearest2d(g.f.at("input.z"), 4);  // [2, 4, 12, 20] latents -> [2, 3, 24, 40] images
+  auto run = [&](bool ck) {
+    vae.set_checkpointing(ck);
+    std::vector<Tensor> wrt = vae.parameters(true);
+    Tensor z = z0.detach().requires_grad_(true);
+    wrt.insert(wrt.begin(), z);
+    reset_host_peak_memory();
+    const size_t base = host_memory_stats().allocated_bytes;
+    Tensor out = vae.decode(z);
+    auto gs = grad({ops::sum(ops::square(out))}, wrt);
+    gs.push_back(out.detach());
+    return std::pair{host_memory_stats().peak_allocated_bytes - base, gs};
+  };
+  auto [plain, g0] = run(false);
+  auto [ckpt, g1] = run(true);
+  ASSERT_EQ(g0.size(), g1.size());
+  for (size_t i = 0; i < g0.size(); ++i) EXPECT_TRUE(all_close(g0[i], g1[i], 0, 0)) << "tensor " << i;
+  std::printf("decoder forward+backward peak host memory: %zu bytes plain, %zu checkpointed\n", plain, ckpt);
+  EXPECT_LT(static_cast<double>(ckpt), 0.6 * static_cast<double>(plain)) << "peak " << ckpt << " vs " << plain;
+  // the encoder too
+  EncoderGolden e;
+  nn::AutoencoderKLEncoder enc(e.cfg, {DType::F64});
+  enc.load_state_dict(e.weights());
+  enc.requires_grad_(true);
+  auto enc_grads = [&](bool ck) {
+    enc.set_checkpointing(ck);
+    std::vector<Tensor> wrt = enc.parameters(true);
+    Tensor x = e.f.at("input.x").detach().requires_grad_(true);
+    wrt.insert(wrt.begin(), x);
+    return grad({ops::sum(ops::square(enc.encode(x)))}, wrt);
+  };
+  auto e0 = enc_grads(false), e1 = enc_grads(true);
+  for (size_t i = 0; i < e0.size(); ++i) EXPECT_TRUE(all_close(e0[i], e1[i], 0, 0)) << "encoder tensor " << i;
 }

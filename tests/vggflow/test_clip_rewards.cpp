@@ -47,6 +47,23 @@ TEST(ClipRewards, ScoresMatchTorchForEachReward) {
   }
 }
 
+// Activation checkpointing of the tower: the reward and its image gradient are bit-identical.
+TEST(ClipRewards, CheckpointingGivesTheSameGradient) {
+  flow::ClipReward r(test::data_path("clip/reward_pickscore_tiny.safetensors"), flow::ClipRewardKind::PickScore, DType::F64);
+  r.set_text_features(flow::load_text_features(test::data_path("clip/text_features_tiny.safetensors"), 0));
+  auto run = [&](bool ck) {
+    r.set_checkpointing(ck);
+    Tensor x = image().requires_grad_(true);
+    Tensor s = r(x);
+    return std::pair{s.detach(), grad({ops::sum(s)}, {x})[0]};
+  };
+  auto [s0, g0] = run(false);
+  auto [s1, g1] = run(true);
+  EXPECT_TRUE(test::all_close(s0, s1, 0, 0));
+  EXPECT_TRUE(test::all_close(g0, g1, 0, 0));
+  EXPECT_GT(ops::sum(ops::abs(g0)).item(), 0);
+}
+
 TEST(ClipRewards, BadFilesAndInputsAreRefusedInOneLine) {
   const std::string a = test::data_path("clip/reward_aesthetic_tiny.safetensors");
   // a PickScore file read as the aesthetic reward: its logit_scale is not an aesthetic key

@@ -10,7 +10,11 @@ installed in a virtual environment that sees the system packages:
     /tmp/vae-venv/bin/python tools/golden/vae.py
 
 It writes tests/data/vae/tiny_decoder.safetensors (and tiny_autoencoder_tiny.safetensors, the same for
-AutoencoderTiny's decoder with "decoder.layers.*" names): the decoding half's parameters under diffusers'
+AutoencoderTiny's decoder with "decoder.layers.*" names, and tiny_encoder.safetensors, the encoding
+half: "encoder.*" and "quant_conv.*", images "input.x" [2, 3, 12, 20], noise "input.eps", the scaled
+posterior mean "expected.latents" = (mean − shift)·scaling, the scaled sample "expected.sample" =
+(mean + exp(logvar/2)·eps − shift)·scaling, and the images' gradients "expected.grad_x" of
+<latents, gout> and "expected.grad_x_sample" of <sample, gout>): the decoding half's parameters under diffusers'
 names ("post_quant_conv.*", "decoder.*"), the latents "input.z", the output "expected.out" of
 z / scaling_factor + shift_factor -> post_quant_conv -> decoder, a fixed cotangent "input.gout" and
 the latents' gradient "expected.grad_z"; the config is the metadata "config". Parameters are drawn
@@ -82,6 +86,33 @@ def main():
     tiny_out = os.path.join(os.path.dirname(OUT), "tiny_autoencoder_tiny.safetensors")
     save_file(tensors, tiny_out, metadata={"config": json.dumps(dict(tiny_cfg, shift_factor=SHIFT)), "format": "pt"})
     print(f"wrote {tiny_out} ({os.path.getsize(tiny_out)} bytes, out {tuple(out.shape)})")
+
+    # AutoencoderKL's encoder (its own draw: the decoder's file above stays as it was)
+    torch.manual_seed(1)
+    vae = AutoencoderKL(**CONFIG).double().eval()
+    for attn in vae.encoder.mid_block.attentions:
+        attn.upcast_softmax = False
+    with torch.no_grad():
+        for name, p in vae.named_parameters():
+            noise = 0.2 * torch.randn_like(p)
+            p.copy_(1 + noise if ("norm" in name and name.endswith("weight")) else noise)
+    x = (2 * torch.rand(2, 3, 12, 20, dtype=torch.float64) - 1).requires_grad_(True)
+    dist = vae.encode(x).latent_dist
+    eps = torch.randn_like(dist.mean)
+    latents = (dist.mean - SHIFT) * CONFIG["scaling_factor"]
+    sample = (dist.mean + dist.std * eps - SHIFT) * CONFIG["scaling_factor"]
+    gout = torch.randn_like(latents)
+    (gx,) = torch.autograd.grad([latents], [x], [gout], retain_graph=True)
+    (gxs,) = torch.autograd.grad([sample], [x], [gout])
+    tensors = {k: v.detach().contiguous() for k, v in vae.state_dict().items()
+               if k.startswith("encoder.") or k.startswith("quant_conv.")}
+    tensors.update({"input.x": x.detach().contiguous(), "input.eps": eps.contiguous(), "input.gout": gout.contiguous(),
+                    "expected.latents": latents.detach().contiguous(), "expected.sample": sample.detach().contiguous(),
+                    "expected.grad_x": gx.contiguous(), "expected.grad_x_sample": gxs.contiguous()})
+    enc_out = os.path.join(os.path.dirname(OUT), "tiny_encoder.safetensors")
+    meta = dict(CONFIG, shift_factor=SHIFT, use_quant_conv=True)
+    save_file(tensors, enc_out, metadata={"config": json.dumps(meta), "format": "pt"})
+    print(f"wrote {enc_out} ({os.path.getsize(enc_out)} bytes, latents {tuple(latents.shape)})")
 
 
 if __name__ == "__main__":
