@@ -4,12 +4,25 @@
 //
 //   vgg_toy --out runs/compare/toy.json [--methods "vggflow vggflow-exact am pmp refl draft"]
 //           [--seeds "0 1 2"] [--beta 0.5] [--updates 600] [--base-steps 3000] [--lr 1e-3]
-//           [--lr-value 1e-2] [--alpha 100] [--eta t2|t|1]
+//           [--lr-value 1e-2] [--alpha 100] [--eta t2|t|1] [--figures DIR]
 //
 // The JSON holds the settings, the base's distances and the target-vs-target floor, every run's
 // curve (update, MMD, sliced W2, mean reward) and 400 final samples per method (seed 0) for plots.
+//
+// --figures DIR (docs/tutorial): also writes DIR/toy_figures.json — the fields on a grid at
+// σ = 0.9, 0.5, 0.1 (the base velocity as v = −u = dx/dt; for the first VGG-Flow run its value
+// gradient g_φ = −η_t·∇r(x̂₁) + ν_φ split into the two parts), the reward on a grid, data / base /
+// target samples, and Euler trajectories from one set of noises for the base and every method
+// (first seed) — then runs tools/plot-toy on it, which draws base_field.png, reward.png,
+// target.png, value_gradient.png and trajectories.png in DIR (python3 with matplotlib). --out is
+// optional with --figures.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <charconv>
 #include <chrono>
+#include <filesystem>
 #include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -18,6 +31,7 @@
 #include "autograd/ops.h"
 #include "tensor/factory.h"
 #include "tools/cli.h"
+#include "vggflow/methods/vggflow.h"
 #include "vggflow/toy.h"
 
 using nlohmann::json;
@@ -41,17 +55,68 @@ json points(const Tensor& x, int64_t n) {
   return out;
 }
 
+double round4(double v) { return std::round(v * 1e4) / 1e4; }
+
+// Rows [x, y, fx, fy] of a field f on the grid points X [n, 2].
+json arrows(const Tensor& X, const Tensor& F) {
+  const std::vector<double> x = X.to_vector(), v = F.to_vector();
+  json out = json::array();
+  for (size_t i = 0; 2 * i + 1 < x.size(); ++i) out.push_back({round4(x[2 * i]), round4(x[2 * i + 1]), round4(v[2 * i]), round4(v[2 * i + 1])});
+  return out;
+}
+
+// Euler trajectories [n][steps + 1][2] of a field from the noises x0 [n, 2].
+json trajectories(const flow::methods::Field& u, const Tensor& x0, const std::vector<float>& sigmas) {
+  NoGradGuard ng;
+  const std::vector<Tensor> xs = toy::euler_rollout(u, x0, sigmas);
+  json out = json::array();
+  for (int64_t i = 0; i < x0.size(0); ++i) {
+    json path = json::array();
+    for (const Tensor& x : xs) {
+      const std::vector<double> v = x.to_vector();
+      path.push_back({round4(v[static_cast<size_t>(2 * i)]), round4(v[static_cast<size_t>(2 * i + 1)])});
+    }
+    out.push_back(path);
+  }
+  return out;
+}
+
+// Runs `python3 tools/plot-toy DIR` (the source tree's script); its exit status.
+int plot_figures(const std::string& dir) {
+  const std::string script = std::string(VGG_SOURCE_DIR) + "/tools/plot-toy";
+  if (!std::filesystem::exists(script)) throw std::runtime_error("--figures: " + script + " is missing (run from a source checkout)");
+  std::fflush(nullptr);
+  const pid_t pid = fork();
+  if (pid < 0) throw std::runtime_error("--figures: fork failed");
+  if (pid == 0) {
+    execlp("python3", "python3", script.c_str(), dir.c_str(), static_cast<char*>(nullptr));
+    std::fprintf(stderr, "vgg_toy: --figures: cannot run python3 (apt-get install python3 python3-matplotlib)\n");
+    _exit(127);
+  }
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0)
+    if (errno != EINTR) throw std::runtime_error("--figures: waitpid failed");
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
 int run(int argc, char** argv) {
-  cli::Flags f(argc, argv, {"--out", "--methods", "--seeds", "--beta", "--updates", "--base-steps", "--lr", "--lr-value", "--alpha", "--eta"}, {"--help"});
+  cli::Flags f(argc, argv, {"--out", "--methods", "--seeds", "--beta", "--updates", "--base-steps", "--lr", "--lr-value", "--alpha", "--eta", "--figures"}, {"--help"});
   if (f.has("--help")) {
     std::printf("usage: vgg_toy --out FILE.json [--methods \"vggflow vggflow-exact am pmp refl draft\"] [--seeds \"0 1 2\"]\n"
                 "               [--beta 0.5] [--updates 600] [--base-steps 3000] [--lr 1e-3] [--lr-value 1e-2] [--alpha 100]\n"
-                "               [--eta t2|t|1]\n");
+                "               [--eta t2|t|1] [--figures DIR]\n"
+                "  --figures DIR  also write the tutorial's figures of the toy (fields, value gradient, trajectories)\n"
+                "                 to DIR: toy_figures.json and PNGs drawn by tools/plot-toy (needs python3-matplotlib)\n");
     return 0;
   }
   if (!f.positional().empty()) throw cli::UsageError("unexpected argument '" + f.positional()[0] + "' (see --help)");
-  if (!f.has("--out")) throw cli::UsageError("--out FILE.json is required");
+  const std::string figures = f.str("--figures", "");
+  if (f.has("--figures") && figures.empty()) throw cli::UsageError("--figures: empty folder name");
+  if (!f.has("--out") && figures.empty()) throw cli::UsageError("--out FILE.json is required (or --figures DIR)");
   const std::string out = f.str("--out", "");
+  if (f.has("--out") && out.empty()) throw cli::UsageError("--out: empty file name");
+  if (!figures.empty() && std::filesystem::exists(figures) && !std::filesystem::is_directory(figures))
+    throw cli::UsageError("--figures: '" + figures + "' exists and is not a folder");
   const auto methods = words(f.str("--methods", "vggflow vggflow-exact am pmp refl draft"));
   std::vector<uint64_t> seeds;
   for (const auto& s : words(f.str("--seeds", "0 1 2"))) {
@@ -105,6 +170,7 @@ int run(int argc, char** argv) {
   j["base"]["objective"] = -j["base"]["reward"].get<double>();
   j["target_samples"] = points(target, 400);
   j["base_samples"] = points(base_x, 400);
+  std::vector<toy::ToyResult> firsts;  // the first seed's run of each method (for --figures)
   std::fprintf(stderr, "vgg_toy: base trained (%lld steps, loss %.4f); base-vs-data MMD %.4f; target: MMD base %.4f, floor %.4f\n",
                static_cast<long long>(base_steps), j["base_loss_last100"].get<double>(), j["base_vs_data"]["mmd"].get<double>(),
                j["base"]["mmd"].get<double>(), j["floor"]["mmd"].get<double>());
@@ -117,14 +183,80 @@ int run(int argc, char** argv) {
       for (const auto& e : r.curve) c.push_back({{"update", e.update}, {"mmd", e.mmd}, {"sliced_w2", e.sliced_w2}, {"reward", e.reward}, {"objective", e.objective}});
       json run{{"method", m}, {"seed", s}, {"curve", c}, {"seconds", r.seconds}};
       if (s == seeds[0]) run["samples"] = points(r.samples, 400);
+      if (s == seeds[0] && !figures.empty()) firsts.push_back(r);
       j["runs"].push_back(run);
       std::fprintf(stderr, "vgg_toy: %-14s seed %llu: MMD %.4f sliced-W2 %.4f reward %.3f objective %.3f (%.1f s)\n",
                    m.c_str(), static_cast<unsigned long long>(s), r.curve.back().mmd, r.curve.back().sliced_w2,
                    r.curve.back().reward, r.curve.back().objective, r.seconds);
     }
   j["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  cli::write_text_atomic(out, j.dump(1) + "\n");
-  std::fprintf(stderr, "vgg_toy: wrote %s\n", out.c_str());
+  if (!out.empty()) {
+    cli::write_text_atomic(out, j.dump(1) + "\n");
+    std::fprintf(stderr, "vgg_toy: wrote %s\n", out.c_str());
+  }
+  if (figures.empty()) return 0;
+
+  // The figures' data: fields on a grid, samples, trajectories (see the top of this file).
+  const int64_t n = 11;
+  std::vector<double> grid;
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t k = 0; k < n; ++k) grid.push_back(-3.5 + 7.0 * static_cast<double>(k) / (n - 1)), grid.push_back(-3.5 + 7.0 * static_cast<double>(i) / (n - 1));
+  const Tensor X = from_vector(grid, {n * n, 2}, opts(DType::F64));
+  json fig;
+  fig["settings"] = j["settings"];
+  fig["sigmas"] = {0.9, 0.5, 0.1};
+  fig["data_samples"] = points(data, 400);
+  fig["base_samples"] = j["base_samples"];
+  fig["target_samples"] = j["target_samples"];
+  {
+    std::vector<double> rg;
+    const int64_t m = 61;
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t k = 0; k < m; ++k) rg.push_back(-3.5 + 7.0 * static_cast<double>(k) / (m - 1)), rg.push_back(-3.5 + 7.0 * static_cast<double>(i) / (m - 1));
+    NoGradGuard ng;
+    const Tensor R = (*reward)(from_vector(rg, {m * m, 2}, opts(DType::F64)));
+    json rows = json::array();
+    const std::vector<double> rv = R.to_vector();
+    for (int64_t i = 0; i < m; ++i) rows.push_back(std::vector<double>(rv.begin() + i * m, rv.begin() + (i + 1) * m));
+    fig["reward_grid"] = {{"lo", -3.5}, {"hi", 3.5}, {"n", m}, {"values", rows}};
+  }
+  for (double sg : {0.9, 0.5, 0.1}) {
+    const Tensor S = full({n * n}, sg, opts(DType::F64));
+    NoGradGuard ng;
+    fig["base_field"].push_back(arrows(X, ops::neg(base->forward(X, S))));
+  }
+  for (const auto& r : firsts) {
+    if (!r.nu_net) continue;
+    const auto nu_net = r.nu_net;
+    const double beta = o.beta;
+    flow::methods::Field nu = [nu_net, beta](const Tensor& x, const Tensor& s) { return ops::mul(nu_net->forward(x, s), 1.0 / beta); };
+    flow::methods::Field zero = [](const Tensor& x, const Tensor&) { return zeros_like(x); };
+    const flow::methods::Field policy = r.theta->field();
+    // unclipped: the toy's linear reward has ‖∇r‖ = 1 everywhere, so the batch-quantile clip is the identity
+    const flow::methods::Field g = flow::methods::value_gradient_field(policy, nu, *reward, o.eta, 1e300);
+    const flow::methods::Field h = flow::methods::value_gradient_field(policy, zero, *reward, o.eta, 1e300);
+    json vg{{"method", r.method}, {"heuristic", json::array()}, {"nu", json::array()}, {"g", json::array()}};
+    for (double sg : {0.9, 0.5, 0.1}) {
+      const Tensor S = full({n * n}, sg, opts(DType::F64));
+      const Tensor gv = g(X, S).detach(), hv = h(X, S).detach();
+      vg["g"].push_back(arrows(X, gv));
+      vg["heuristic"].push_back(arrows(X, hv));
+      vg["nu"].push_back(arrows(X, ops::sub(gv, hv)));
+    }
+    fig["value_gradient"] = vg;
+    break;
+  }
+  Generator tg(31);
+  const Tensor x0 = randn({24, 2}, opts(DType::F64), &tg);
+  const std::vector<float> sig = toy::toy_sigmas(o.sample_steps);
+  fig["trajectories"].push_back({{"method", "base"}, {"paths", trajectories(base->field(), x0, sig)}});
+  for (const auto& r : firsts) fig["trajectories"].push_back({{"method", r.method}, {"paths", trajectories(r.theta->field(), x0, sig)}});
+  std::filesystem::create_directories(figures);
+  const std::string data_file = (std::filesystem::path(figures) / "toy_figures.json").string();
+  cli::write_text_atomic(data_file, fig.dump() + "\n");
+  std::fprintf(stderr, "vgg_toy: wrote %s\n", data_file.c_str());
+  const int rc = plot_figures(figures);
+  if (rc != 0) throw std::runtime_error("--figures: tools/plot-toy failed (exit " + std::to_string(rc) + "); the data is in " + data_file);
   return 0;
 }
 

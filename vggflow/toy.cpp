@@ -259,6 +259,8 @@ ToyResult run_method(const VelocityMLP& base, const Reward& reward, const Tensor
     if ((o.eval_every > 0 && (step + 1) % o.eval_every == 0) || step + 1 == o.updates) evaluate(step + 1);
   }
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  res.theta = theta;
+  if (vgg) res.nu_net = nu_net;
   return res;
 }
 

@@ -84,6 +84,8 @@ struct ToyResult {
   std::vector<ToyEval> curve;  // update 0 (the base) … updates
   Tensor samples;              // the final samples [eval_samples, 2]
   double seconds = 0;
+  std::shared_ptr<VelocityMLP> theta;   // the fine-tuned velocity u_θ
+  std::shared_ptr<VelocityMLP> nu_net;  // VGG-Flow only: ν_φ's network (ν_φ = output / β), else null
 };
 
 // Fine-tunes a copy of the base with the method and evaluates it against the target samples
