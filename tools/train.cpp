@@ -29,6 +29,8 @@
 #include "vggflow/methods/adjoint.h"
 #include "vggflow/methods/baselines.h"
 #include "vggflow/methods/vggflow.h"
+#include "vggflow/clip_rewards.h"
+#include "vggflow/sd3.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -86,6 +88,13 @@ const std::vector<Spec>& specs() {
       {"eval_cache", "", 0, 0, "file that keeps the evaluation reference for later runs (recomputed when stale)"},
       {"inject_nan_grad", 0, 0, 1e6, "test hook: poison the reward gradient of this update with NaN (0 = off)"},
       {"device", "cpu", 0, 0, "cpu | cuda | cuda:N | fake: where the networks live (policy, value net, reward and feature nets); trajectories and losses stay on the host. fake: host memory under a device identity, for tests"},
+      {"pipeline", "fashion-mnist", 0, 0, "fashion-mnist (the embedded default) | sd3 (a diffusers SD3/SD3.5 folder: --model, --prompts, --reward-weights)"},
+      {"model", "", 0, 0, "sd3: the diffusers pipeline folder (model_index.json, transformer/, vae/, scheduler/)"},
+      {"prompts", "", 0, 0, "sd3: the prompt embeddings file (tools/embed_prompts.py)"},
+      {"reward_weights", "", 0, 0, "sd3: the reward's weights file (tools/convert_reward.py)"},
+      {"decoder", "vae", 0, 0, "sd3: vae (the folder's AutoencoderKL) or an AutoencoderTiny folder (TAESD3) to decode rewards with"},
+      {"resolution", 1024, 8, 8192, "sd3: image size (latents resolution/8)"},
+      {"checkpointing", false, 0, 0, "sd3: activation checkpointing through the decoder and the reward's CLIP tower"},
   };
   return s;
 }
@@ -155,6 +164,20 @@ json resolve(const cli::Flags& f, const std::string& saved_config = "") {
   if (j["fd"] != "central" && j["fd"] != "onesided") throw cli::UsageError("--fd must be central or onesided");
   if (j["derivatives"] != "fd" && j["derivatives"] != "exact") throw cli::UsageError("--derivatives must be fd or exact");
   if (j["value_net"] != "small" && j["value_net"] != "lora") throw cli::UsageError("--value-net must be small or lora");
+  if (j["pipeline"] != "fashion-mnist" && j["pipeline"] != "sd3")
+    throw cli::UsageError("--pipeline must be fashion-mnist or sd3, got '" + j["pipeline"].get<std::string>() + "'");
+  if (j["pipeline"] == "sd3") {
+    for (const char* k : {"model", "prompts", "reward_weights"})
+      if (j[k].get<std::string>().empty()) throw cli::UsageError("--pipeline sd3 needs " + flag_of(k));
+    const std::string r = j["reward"];
+    if (r == "hps" || r == "pickscore")
+      throw cli::UsageError("--reward " + r + " needs the text features of each sample's prompt, which vgg_train does not pass yet (use aesthetic; vgg_score scores " + r + ")");
+    if (r != "aesthetic") throw cli::UsageError("--pipeline sd3 takes --reward aesthetic, got '" + r + "'");
+    if (j["resolution"].get<int64_t>() % 8 != 0) throw cli::UsageError("--resolution must be a multiple of 8");
+  } else {
+    for (const char* k : {"model", "prompts", "reward_weights"})
+      if (!j[k].get<std::string>().empty()) throw cli::UsageError(flag_of(k) + " belongs to --pipeline sd3");
+  }
   try {
     m::parse_eta(j["eta"]);
   } catch (const std::exception& e) {
@@ -267,13 +290,42 @@ int run(int argc, char** argv) {
     throw std::runtime_error("--device " + device.str() + ": " +
                              (cuda_device_count() > 0 ? std::to_string(cuda_device_count()) + " CUDA devices"
                                                       : cuda_unavailable_reason()));
-  flow::RewardPair rw = flow::make_rewards(reward_name, models);
+  const bool sd3 = cfg["pipeline"] == "sd3";
+  flow::RewardPair rw;
+  std::shared_ptr<flow::DecodedReward> decoded;  // sd3: the reward of latents (decoder + image reward)
+  flow::FlowModel base_model;
+  if (sd3) {
+    const nn::DiffusersFolder folder = nn::read_diffusers_folder(cfg["model"]);
+    base_model = flow::load_sd3_flow_model(folder, cfg["prompts"], cfg["resolution"]);
+    nn::LayerOptions dev_o;
+    dev_o.device = device;
+    const bool ck = cfg["checkpointing"];
+    flow::Decoder decode;
+    const std::string dec = cfg["decoder"];
+    if (dec == "vae") {
+      auto vae = nn::load_diffusers_vae_decoder(folder, dev_o);
+      vae->requires_grad_(false);
+      vae->set_checkpointing(ck);
+      decode = [vae](const Tensor& z) { return vae->decode(z); };
+    } else {
+      auto tiny = nn::load_tiny_vae_decoder(dec, dev_o);
+      tiny->requires_grad_(false);
+      decode = [tiny](const Tensor& z) { return tiny->decode(z); };
+    }
+    auto clip = std::make_shared<flow::ClipReward>(cfg["reward_weights"], flow::parse_clip_reward(reward_name), DType::F32, device);
+    clip->set_checkpointing(ck);
+    decoded = std::make_shared<flow::DecodedReward>(decode, clip, device, DType::F32);
+    rw.reward = decoded;
+  } else {
+    rw = flow::make_rewards(reward_name, models);
+    base_model = flow::load_flow_model(base_dir);
+  }
   if (rw.fa) rw.fa->to(device);
   if (rw.fb) rw.fb->to(device);
   auto poisonable = std::make_shared<PoisonableReward>(rw.reward);
   rw.reward = poisonable;
   const int64_t inject_nan = cfg["inject_nan_grad"];
-  m::Policy pol = m::make_policy(flow::load_flow_model(base_dir), cfg["rank"], cfg["guidance"], seed + 11);
+  m::Policy pol = m::make_policy(base_model, cfg["rank"], cfg["guidance"], seed + 11);
   pol.model.net->to(device);  // adapters included: they stay trainable leaves
   if (!device.is_cpu()) std::fprintf(stderr, "vgg_train: networks on %s\n", device.str().c_str());
   const double shift = pol.model.sampling.shift;
@@ -328,27 +380,49 @@ int run(int argc, char** argv) {
   eo.per_prompt = cfg["eval_per_prompt"];
   eo.sampling = {nsteps, shift, cfg["guidance"].get<double>()};
   eo.seed = 1234;
-  flow::ImageSet test = flow::load_fashion_mnist(false, "", 32);
   std::fprintf(stderr, "vgg_train: %s, reward %s, %lld updates of %lld trajectories -> %s\n", method.c_str(),
                reward_name.c_str(), static_cast<long long>(steps), static_cast<long long>(batch), out.string().c_str());
-  std::fprintf(stderr, "vgg_train: evaluation reference (%lld base samples per prompt, twice)...\n",
-               static_cast<long long>(eo.per_prompt));
   flow::EvalReference ref;
-  const std::string cache = cfg["eval_cache"];
-  std::vector<std::string> key_files = {models + "/fb.safetensors"};
-  for (const auto& e : fs::directory_iterator(base_dir))
-    if (e.is_regular_file()) key_files.push_back(e.path().string());
-  const std::string key = cache.empty() ? "" : flow::reference_key(eo, key_files);
-  if (!cache.empty() && flow::load_reference(cache, key, eo, &ref)) {
-    std::fprintf(stderr, "vgg_train: evaluation reference from %s\n", cache.c_str());
-  } else {
-    nn::set_lora_enabled(*pol.model.net, false);  // the reference samples come from the base
-    ref = flow::make_reference(pol.model, *rw.fb, test, eo);
-    nn::set_lora_enabled(*pol.model.net, true);
-    if (!cache.empty()) flow::save_reference(cache, ref, key);
+  if (!sd3) {
+    flow::ImageSet test = flow::load_fashion_mnist(false, "", 32);
+    std::fprintf(stderr, "vgg_train: evaluation reference (%lld base samples per prompt, twice)...\n",
+                 static_cast<long long>(eo.per_prompt));
+    const std::string cache = cfg["eval_cache"];
+    std::vector<std::string> key_files = {models + "/fb.safetensors"};
+    for (const auto& e : fs::directory_iterator(base_dir))
+      if (e.is_regular_file()) key_files.push_back(e.path().string());
+    const std::string key = cache.empty() ? "" : flow::reference_key(eo, key_files);
+    if (!cache.empty() && flow::load_reference(cache, key, eo, &ref)) {
+      std::fprintf(stderr, "vgg_train: evaluation reference from %s\n", cache.c_str());
+    } else {
+      nn::set_lora_enabled(*pol.model.net, false);  // the reference samples come from the base
+      ref = flow::make_reference(pol.model, *rw.fb, test, eo);
+      nn::set_lora_enabled(*pol.model.net, true);
+      if (!cache.empty()) flow::save_reference(cache, ref, key);
+    }
   }
+  // sd3: latents of prompt ids (fixed seed) in chunks of --batch, and the images they decode to
+  const int64_t n_prompts = pol.model.prompts->num_prompts() - 1;
+  auto sd3_latents = [&](const std::vector<int64_t>& ids, uint64_t s) {
+    return flow::sample_latents(pol.model.velocity(), *pol.model.prompts, ids, eo.sampling, s, pol.model.latent_channels,
+                                pol.model.latent_size, batch);
+  };
   auto evaluate = [&](int64_t at) {
     const auto te = std::chrono::steady_clock::now();
+    if (sd3) {  // the reward of eval_per_prompt samples of every prompt
+      std::vector<int64_t> ids;
+      for (int64_t p = 0; p < n_prompts; ++p) ids.insert(ids.end(), static_cast<size_t>(eo.per_prompt), p);
+      Tensor lat = sd3_latents(ids, eo.seed);
+      double sum = 0;
+      for (int64_t i = 0; i < lat.size(0); i += batch) {
+        NoGradGuard ng;
+        const int64_t b = std::min(batch, lat.size(0) - i);
+        sum += ops::sum((*decoded)(ops::narrow(lat, 0, i, b))).item();
+      }
+      json e{{"reward", sum / static_cast<double>(lat.size(0))}, {"samples", lat.size(0)}, {"seconds", since(te)}};
+      cli::append_line(metrics, out / "metrics.jsonl", json{{"step", at}, {"eval", e}, {"elapsed_s", since(t_start)}}.dump());
+      return e;
+    }
     // at update 0 the adapters add exactly zero (B = 0), so the model's seed-A samples are the
     // base's, which the reference already holds
     Tensor imgs = at == 0 ? ref.base_images_a
@@ -362,6 +436,12 @@ int run(int argc, char** argv) {
   auto grid = [&](int64_t at) {
     char name[64];
     std::snprintf(name, sizeof name, "step_%06lld.png", static_cast<long long>(at));
+    if (sd3) {  // one image of each of the first 8 prompts
+      std::vector<int64_t> ids;
+      for (int64_t p = 0; p < std::min<int64_t>(8, n_prompts); ++p) ids.push_back(p);
+      flow::write_png((out / "samples" / name).string(), flow::make_grid(decoded->images(sd3_latents(ids, seed + 99)), 4));
+      return;
+    }
     Tensor img = flow::sample_images(pol.model.velocity(), *pol.model.prompts, flow::per_class_ids(6), eo.sampling, seed + 99);
     flow::write_png((out / "samples" / name).string(), flow::make_grid(img, 6));
   };
@@ -377,9 +457,12 @@ int run(int argc, char** argv) {
   if (step == 0) {
     json e = evaluate(0);
     grid(0);
-    std::fprintf(stderr, "vgg_train: step 0: reward %.4f gold %.4f diversity %.4f FD-to-base %.3f (floor %.3f)\n",
-                 e["reward"].get<double>(), e["gold"].get<double>(), e["diversity"].get<double>(),
-                 e["fd_base"].get<double>(), e["fd_base_floor"].get<double>());
+    if (sd3)
+      std::fprintf(stderr, "vgg_train: step 0: reward %.4f\n", e["reward"].get<double>());
+    else
+      std::fprintf(stderr, "vgg_train: step 0: reward %.4f gold %.4f diversity %.4f FD-to-base %.3f (floor %.3f)\n",
+                   e["reward"].get<double>(), e["gold"].get<double>(), e["diversity"].get<double>(),
+                   e["fd_base"].get<double>(), e["fd_base_floor"].get<double>());
   }
   const bool relu = cfg["refl_relu"];
   const auto t0 = std::chrono::steady_clock::now();
@@ -395,8 +478,9 @@ int run(int argc, char** argv) {
       m::Rollout r = m::sample_rollout(pol, batch, nsteps, shift, gen);
       m::VGGFlowStats st;
       loss = m::vggflow_loss(pol, *value, *rw.reward, r, vo, gen, &st);
-      Tensor x1 = ops::clamp(r.latents.back(), -1.0, 1.0);
-      line["reward"] = mean_reward(*rw.reward, x1), line["gold"] = mean_reward(*rw.gold, x1);
+      Tensor x1 = sd3 ? r.latents.back() : ops::clamp(r.latents.back(), -1.0, 1.0);
+      line["reward"] = mean_reward(*rw.reward, x1);
+      if (rw.gold) line["gold"] = mean_reward(*rw.gold, x1);
       line["loss_matching"] = st.matching, line["loss_consistency"] = st.consistency, line["loss_boundary"] = st.boundary;
       line["reward_grad_norm_mean"] = st.grad_norm_mean, line["reward_grad_norm_max"] = st.grad_norm_max;
       line["reward_grad_norm_p80"] = st.grad_norm_p80, line["reward_grad_clip"] = st.clip_threshold;
@@ -409,8 +493,9 @@ int run(int argc, char** argv) {
       } else {
         m::Rollout r = m::sample_rollout(pol, batch, nsteps, shift, gen);
         loss = m::pmp_loss(pol, *rw.reward, r, ao, gen, &st);
-        Tensor x1 = ops::clamp(r.latents.back(), -1.0, 1.0);
-        line["reward"] = mean_reward(*rw.reward, x1), line["gold"] = mean_reward(*rw.gold, x1);
+        Tensor x1 = sd3 ? r.latents.back() : ops::clamp(r.latents.back(), -1.0, 1.0);
+        line["reward"] = mean_reward(*rw.reward, x1);
+        if (rw.gold) line["gold"] = mean_reward(*rw.gold, x1);
       }
       line["reward_grad_norm_mean"] = st.grad_norm_mean, line["reward_grad_clip"] = st.clip_threshold;
       line["adjoint_norm"] = st.adjoint_norm;
@@ -456,10 +541,13 @@ int run(int argc, char** argv) {
     const int64_t ev = cfg["eval_every"], se = cfg["sample_every"], ce = cfg["ckpt_every"];
     if ((ev > 0 && step % ev == 0) || step == steps) {
       json e = evaluate(step);
-      std::fprintf(stderr, "\n[%lld] eval: reward %.4f gold %.4f diversity %.4f FD-to-base %.3f (floor %.3f) FD-real %.3f\n",
-                   static_cast<long long>(step), e["reward"].get<double>(), e["gold"].get<double>(),
-                   e["diversity"].get<double>(), e["fd_base"].get<double>(), e["fd_base_floor"].get<double>(),
-                   e["fd_real"].get<double>());
+      if (sd3)
+        std::fprintf(stderr, "\n[%lld] eval: reward %.4f\n", static_cast<long long>(step), e["reward"].get<double>());
+      else
+        std::fprintf(stderr, "\n[%lld] eval: reward %.4f gold %.4f diversity %.4f FD-to-base %.3f (floor %.3f) FD-real %.3f\n",
+                     static_cast<long long>(step), e["reward"].get<double>(), e["gold"].get<double>(),
+                     e["diversity"].get<double>(), e["fd_base"].get<double>(), e["fd_base_floor"].get<double>(),
+                     e["fd_real"].get<double>());
     }
     if ((se > 0 && step % se == 0) || step == steps) grid(step);
     if (step % ce == 0 || step == steps) checkpoint(step);

@@ -90,11 +90,17 @@ std::vector<int64_t> per_class_ids(int64_t n) {
 
 Tensor sample_images(const VelocityFn& f, const PromptEncoder& prompts, const std::vector<int64_t>& ids,
                      const SampleOptions& o, uint64_t seed, int64_t image_size, int64_t chunk) {
+  return ops::clamp(sample_latents(f, prompts, ids, o, seed, 1, image_size, chunk), -1.0, 1.0);
+}
+
+Tensor sample_latents(const VelocityFn& f, const PromptEncoder& prompts, const std::vector<int64_t>& ids,
+                      const SampleOptions& o, uint64_t seed, int64_t channels, int64_t size, int64_t chunk) {
   VGG_CHECK(!ids.empty(), "sample_images: no prompts");
+  VGG_CHECK(channels >= 1 && size >= 1 && chunk >= 1, "sample_latents: bad latent shape or chunk");
   NoGradGuard ng;
   const auto n = static_cast<int64_t>(ids.size());
   Generator g(seed, 0);
-  Tensor noise = randn({n, 1, image_size, image_size}, {}, &g);
+  Tensor noise = randn({n, channels, size, size}, {}, &g);
   std::vector<Tensor> out;
   for (int64_t i = 0; i < n; i += chunk) {
     const int64_t b = std::min(chunk, n - i);
@@ -102,7 +108,7 @@ Tensor sample_images(const VelocityFn& f, const PromptEncoder& prompts, const st
     Conditioning cond = prompts.encode(from_vector(part, {b})), uncond = prompts.encode(from_vector(empty, {b}));
     out.push_back(sample_euler(f, ops::narrow(noise, 0, i, b), cond, uncond, o));
   }
-  return ops::clamp(ops::cat(out, 0), -1.0, 1.0);
+  return ops::cat(out, 0);
 }
 
 }  // namespace vgg::flow

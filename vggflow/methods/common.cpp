@@ -101,14 +101,18 @@ Rollout sample_rollout(const Policy& p, int64_t batch, int64_t steps, double shi
   std::vector<int64_t> ids(static_cast<size_t>(batch)), empty(static_cast<size_t>(batch), p.model.prompts->empty_id());
   Tensor u = rand({batch}, opts(DType::F64), &gen);
   std::vector<double> uv = u.to_vector();
-  for (int64_t i = 0; i < batch; ++i) ids[static_cast<size_t>(i)] = std::min<int64_t>(9, static_cast<int64_t>(uv[static_cast<size_t>(i)] * 10));
+  // a uniform prompt among the n non-empty ones (the last id is the empty prompt)
+  const int64_t n = p.model.prompts->num_prompts() - 1;
+  VGG_CHECK(n >= 1, "sample_rollout: the model has no prompts besides the empty one");
+  for (int64_t i = 0; i < batch; ++i)
+    ids[static_cast<size_t>(i)] = std::min<int64_t>(n - 1, static_cast<int64_t>(uv[static_cast<size_t>(i)] * static_cast<double>(n)));
   r.ids = from_vector(ids, {batch});
   r.cond = p.model.prompts->encode(r.ids);
   r.uncond = p.model.prompts->encode(from_vector(empty, {batch}));
   InferenceSchedule sched = inference_schedule(steps, shift);
   r.sigmas.assign(sched.sigmas.begin(), sched.sigmas.end());
-  const int64_t hw = 32;
-  Tensor x = randn({batch, 1, hw, hw}, {}, &gen);
+  const int64_t hw = p.model.latent_size;
+  Tensor x = randn({batch, p.model.latent_channels, hw, hw}, {}, &gen);
   r.latents.push_back(x);
   for (int64_t i = 0; i < upto; ++i) {
     x = euler_steps(p, x, r.sigmas, i, i + 1, r.cond, r.uncond);

@@ -56,7 +56,8 @@ Field base_velocity_field(const Policy& p, const Conditioning& cond, const Condi
 Fields policy_fields(const Policy& p, const Conditioning& cond, const Conditioning& uncond);
 
 // One batch of on-policy trajectories from the current policy (no graph): latents x_0 … x_N
-// ([B, 1, H, W] each, x_0 the noise), σ_0 … σ_N, the prompt ids and their conditioning.
+// ([B, C, S, S] each with the model's latent_channels and latent_size, x_0 the noise), σ_0 … σ_N,
+// the prompt ids (uniform over the model's prompts) and their conditioning.
 struct Rollout {
   std::vector<Tensor> latents;
   std::vector<float> sigmas;
