@@ -4,6 +4,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "autograd/checkpoint.h"
 #include "autograd/grad_mode.h"
 #include "tensor/error.h"
 #include "tensor/factory.h"
@@ -464,8 +465,19 @@ Tensor MMDiT::forward(const Tensor& x_in, const Tensor& timestep, const Tensor& 
   Tensor C = context_embedder->forward(context);  // §1.4
   tr("context", C);
   for (size_t l = 0; l < transformer_blocks.size(); ++l) {
-    auto [c2, x2] = transformer_blocks[l]->forward(X, C, st);  // §1.5–1.8
-    C = c2, X = x2;
+    if (checkpointing) {
+      const auto blk = transformer_blocks[l];
+      const std::vector<Tensor> o = checkpoint(
+          [blk](const std::vector<Tensor>& in) {
+            auto [c2, x2] = blk->forward(in[0], in[1], in[2]);
+            return c2.defined() ? std::vector<Tensor>{x2, c2} : std::vector<Tensor>{x2};
+          },
+          {X, C, st}, blk->parameters(true));
+      X = o[0], C = o.size() > 1 ? o[1] : Tensor();
+    } else {
+      auto [c2, x2] = transformer_blocks[l]->forward(X, C, st);  // §1.5–1.8
+      C = c2, X = x2;
+    }
     tr("block." + std::to_string(l) + ".image", X);
     if (C.defined()) tr("block." + std::to_string(l) + ".context", C);
   }

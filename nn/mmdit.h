@@ -139,6 +139,10 @@ class MMDiT : public Module {
   Tensor forward(const Tensor& x, const Tensor& timestep, const Tensor& context, const Tensor& pooled,
                  const TraceFn& trace = nullptr);
   const MMDiTConfig& config() const { return cfg_; }
+  // Activation checkpointing per joint block (autograd/checkpoint.h): a block's intermediates are
+  // recomputed in its backward instead of kept; gradients are unchanged (trainable parameters of
+  // the block, LoRA adapters included, get theirs through the checkpoint node).
+  bool checkpointing = false;
 
   std::shared_ptr<PatchEmbed> pos_embed;
   std::shared_ptr<TimeTextEmbed> time_text_embed;

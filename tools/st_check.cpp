@@ -3,6 +3,8 @@
 //   vgg_st_check verify FILE       loads a file written by the Python package and checks its fixed content
 //   vgg_st_check verify-bf16 FILE  the same for the Python-written bf16 file
 //   vgg_st_check finite FILE       every floating-point tensor of any file is free of NaN and Inf
+//   vgg_st_check close A B RTOL    the same tensor names and shapes, and every value of A within
+//                                  RTOL·(|b| + max|B's tensor|·1e-3) of B's (floating tensors; others equal)
 // Exit 0 on success; 1 on a mismatch or a load error (one line on stderr); 2 on a usage error.
 //
 // Content written (i = row-major element index):
@@ -22,7 +24,9 @@
 //   i8 [2] I8 -128, 127; i16 [2] I16 -32768, 32767; bool [3] BOOL 1, 0, 1; scalar [] F64 -1.25;
 //   empty [2, 0] F32; metadata {"producer": "safetensors_interop.py", "format": "np"}
 // and in the bf16 file: bf16 [2, 2] BF16 bits 3f80 c000 3e80 7f80 (1, -2, 0.25, inf), no metadata.
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -138,16 +142,44 @@ void check_finite(const std::string& path) {
       require(std::isfinite(v[i]), "tensor '", name, "' element ", i, " is ", v[i]);
   }
 }
+
+// Throws a Mismatch naming the first tensor of a that differs from b's beyond rtol.
+void check_close(const std::string& a, const std::string& b, double rtol) {
+  SafetensorsFile fa = load_safetensors(a), fb = load_safetensors(b);
+  require(fa.tensors.size() == fb.tensors.size(), a, " has ", fa.tensors.size(), " tensors, ", b, " ", fb.tensors.size());
+  for (const auto& [name, ta] : fa.tensors) {
+    const Tensor* tb = fb.find(name);
+    require(tb != nullptr, "tensor '", name, "' is not in ", b);
+    require(ta.shape() == tb->shape() && ta.dtype() == tb->dtype(), "tensor '", name, "' differs in shape or dtype");
+    const std::vector<double> va = ta.to_vector(), vb = tb->to_vector();
+    double scale = 0;
+    for (double v : vb) scale = std::max(scale, std::abs(v));
+    for (size_t i = 0; i < va.size(); ++i) {
+      const double tol = is_floating(ta.dtype()) ? rtol * (std::abs(vb[i]) + 1e-3 * scale) : 0.0;
+      require(std::abs(va[i] - vb[i]) <= tol, "tensor '", name, "' element ", i, ": ", va[i], " vs ", vb[i]);
+    }
+  }
+}
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string cmd = argc > 1 ? argv[1] : "";
-  if (argc != 3 || (cmd != "write" && cmd != "verify" && cmd != "verify-bf16" && cmd != "finite")) {
-    std::fprintf(stderr, "usage: vgg_st_check write|verify|verify-bf16|finite FILE\n");
+  const bool close = cmd == "close";
+  if ((close && argc != 5) || (!close && (argc != 3 || (cmd != "write" && cmd != "verify" && cmd != "verify-bf16" && cmd != "finite")))) {
+    std::fprintf(stderr, "usage: vgg_st_check write|verify|verify-bf16|finite FILE | close A B RTOL\n");
     return 2;
   }
   try {
-    if (cmd == "write") {
+    if (close) {
+      char* end = nullptr;
+      const double rtol = std::strtod(argv[4], &end);
+      if (end == argv[4] || *end != '\0' || !(rtol >= 0)) {
+        std::fprintf(stderr, "vgg_st_check: close: RTOL must be a number >= 0, got '%s'\n", argv[4]);
+        return 2;
+      }
+      check_close(argv[2], argv[3], rtol);
+      std::printf("close %s %s\n", argv[2], argv[3]);
+    } else if (cmd == "write") {
       write_file(argv[2]);
       std::printf("wrote %s\n", argv[2]);
     } else if (cmd == "finite") {

@@ -94,7 +94,7 @@ const std::vector<Spec>& specs() {
       {"reward_weights", "", 0, 0, "sd3: the reward's weights file (tools/convert_reward.py)"},
       {"decoder", "vae", 0, 0, "sd3: vae (the folder's AutoencoderKL) or an AutoencoderTiny folder (TAESD3) to decode rewards with"},
       {"resolution", 1024, 8, 8192, "sd3: image size (latents resolution/8)"},
-      {"checkpointing", false, 0, 0, "sd3: activation checkpointing through the decoder and the reward's CLIP tower"},
+      {"checkpointing", false, 0, 0, "activation checkpointing: the MMDiT per block (policy and value nets) and, sd3, the decoder and the reward's CLIP tower"},
   };
   return s;
 }
@@ -327,6 +327,7 @@ int run(int argc, char** argv) {
   const int64_t inject_nan = cfg["inject_nan_grad"];
   m::Policy pol = m::make_policy(base_model, cfg["rank"], cfg["guidance"], seed + 11);
   pol.model.net->to(device);  // adapters included: they stay trainable leaves
+  pol.model.net->checkpointing = cfg["checkpointing"];
   if (!device.is_cpu()) std::fprintf(stderr, "vgg_train: networks on %s\n", device.str().c_str());
   const double shift = pol.model.sampling.shift;
   std::unique_ptr<m::ValueNet> value;
@@ -334,6 +335,7 @@ int run(int argc, char** argv) {
   if (method == "vggflow") {
     value = std::make_unique<m::ValueNet>(cfg["value_net"], pol.model, cfg["beta"], cfg["value_prompt_free"], seed + 12,
                                           device);
+    value->net().checkpointing = cfg["checkpointing"];
     vo.beta = cfg["beta"], vo.alpha = cfg["alpha"], vo.eta = m::parse_eta(cfg["eta"]);
     vo.fd_eps = cfg["fd_eps"], vo.central = cfg["fd"] == "central", vo.fd_time_scale = cfg["fd_time_scale"];
     vo.base_direction_grad = cfg["base_direction_grad"], vo.clip_quantile = cfg["clip_quantile"];

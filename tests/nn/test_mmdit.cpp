@@ -3,7 +3,9 @@
 #include <cmath>
 #include <set>
 
+#include "autograd/engine.h"
 #include "nn/mmdit.h"
+#include "tensor/factory.h"
 #include "tests/nn/hashed.h"
 #include "tests/support/test_support.h"
 #include "vggflow/schedule.h"
@@ -263,4 +265,40 @@ TEST(MMDiTConfigBounds, HugeOrOverflowingSizesAreRefusedBeforeAllocating) {
 }
 
 }  // namespace
+}  // namespace vgg::test
+
+namespace vgg::test {
+
+// Activation checkpointing per joint block: the output is bit-identical and every gradient (input,
+// the trainable parameters) equal to the plain graph's up to the order in which the blocks'
+// contributions to shared inputs (the time embedding) are summed.
+TEST(MMDiT, BlockCheckpointingGivesTheSameGradients) {
+  nn::MMDiTConfig c = nn::MMDiTConfig::named("tiny-sd35m");
+  Generator g(5);
+  nn::MMDiT net(c, {DType::F64, Device::cpu(), &g});
+  Tensor x = test::rnd({2, c.in_channels, 8, 8}, 1), t = from_vector(std::vector<double>{250.0, 900.0}, {2}, opts(DType::F64));
+  Tensor ctx = test::rnd({2, 5, c.joint_attention_dim}, 2), pooled = test::rnd({2, c.pooled_projection_dim}, 3);
+  auto run = [&](bool ck) {
+    net.checkpointing = ck;
+    Tensor xi = x.detach().requires_grad_(true);
+    Tensor y = net.forward(xi, t, ctx, pooled);
+    std::vector<Tensor> wrt = net.parameters(true);
+    wrt.insert(wrt.begin(), xi);
+    auto gs = grad({ops::sum(ops::square(y))}, wrt, {}, false, /*allow_unused=*/true);
+    gs.push_back(y.detach());
+    return gs;
+  };
+  auto a = run(false), b = run(true);
+  ASSERT_EQ(a.size(), b.size());
+  int64_t compared = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    ASSERT_EQ(a[i].defined(), b[i].defined()) << "tensor " << i;  // an unused parameter stays unused
+    if (!a[i].defined()) continue;
+    EXPECT_TRUE(test::all_close(b[i], a[i], 1e-12 * ops::amax(ops::abs(a[i])).item(), 1e-12)) << "tensor " << i;
+    ++compared;
+  }
+  EXPECT_GT(compared, 100);
+  EXPECT_TRUE(test::all_close(a.back(), b.back(), 0, 0));  // the output
+}
+
 }  // namespace vgg::test
