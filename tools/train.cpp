@@ -79,15 +79,15 @@ const std::vector<Spec>& specs() {
       {"draft_k", 1, 1, 1000, "DRaFT-K: steps with a graph"},
       {"draft_lv", 0, 0, 64, "> 0: DRaFT-LV with this many re-noised copies instead of DRaFT-K"},
       {"seed", 0, 0, 9e15, "seed of every random draw"},
-      {"eval_every", 20, 0, 1e6, "diversity/FD evaluation interval (0 = start and end only)"},
+      {"eval_every", 20, -1, 1e6, "diversity/FD evaluation interval (0 = start and end only, -1 = never)"},
       {"eval_per_prompt", 16, 16, 1e5, "samples per prompt in the evaluation"},
-      {"sample_every", 20, 0, 1e6, "sample-grid interval (0 = start and end only)"},
+      {"sample_every", 20, -1, 1e6, "sample-grid interval (0 = start and end only, -1 = never)"},
       {"ckpt_every", 20, 1, 1e6, "checkpoint interval (always at the end)"},
       {"base", "", 0, 0, "base model folder (default: models/base)"},
       {"models", "", 0, 0, "networks and probes (default: models/)"},
       {"eval_cache", "", 0, 0, "file that keeps the evaluation reference for later runs (recomputed when stale)"},
       {"inject_nan_grad", 0, 0, 1e6, "test hook: poison the reward gradient of this update with NaN (0 = off)"},
-      {"device", "cpu", 0, 0, "cpu | cuda | cuda:N | fake: where the networks live (policy, value net, reward and feature nets); trajectories and losses stay on the host. fake: host memory under a device identity, for tests"},
+      {"device", "cpu", 0, 0, "cpu | cuda | cuda:N | fake: where the networks (policy, value net, reward and feature nets) and the training trajectories live; the host sees scalars. fake: host memory under a device identity, for tests"},
       {"pipeline", "fashion-mnist", 0, 0, "fashion-mnist (the embedded default) | sd3 (a diffusers SD3/SD3.5 folder: --model, --prompts, --reward-weights)"},
       {"model", "", 0, 0, "sd3: the diffusers pipeline folder (model_index.json, transformer/, vae/, scheduler/)"},
       {"prompts", "", 0, 0, "sd3: the prompt embeddings file (tools/embed_prompts.py)"},
@@ -385,7 +385,8 @@ int run(int argc, char** argv) {
   std::fprintf(stderr, "vgg_train: %s, reward %s, %lld updates of %lld trajectories -> %s\n", method.c_str(),
                reward_name.c_str(), static_cast<long long>(steps), static_cast<long long>(batch), out.string().c_str());
   flow::EvalReference ref;
-  if (!sd3) {
+  const int64_t ev = cfg["eval_every"], se = cfg["sample_every"], ce = cfg["ckpt_every"];
+  if (!sd3 && ev >= 0) {
     flow::ImageSet test = flow::load_fashion_mnist(false, "", 32);
     std::fprintf(stderr, "vgg_train: evaluation reference (%lld base samples per prompt, twice)...\n",
                  static_cast<long long>(eo.per_prompt));
@@ -456,9 +457,9 @@ int run(int argc, char** argv) {
       cli::write_text_atomic(tmp / "state.json", json{{"step", at}, {"rng", "Generator(seed, 5000 + step) per update"}}.dump(2) + "\n");
     });
   };
-  if (step == 0) {
+  if (step == 0 && se >= 0) grid(0);
+  if (step == 0 && ev >= 0) {
     json e = evaluate(0);
-    grid(0);
     if (sd3)
       std::fprintf(stderr, "vgg_train: step 0: reward %.4f\n", e["reward"].get<double>());
     else
@@ -540,8 +541,7 @@ int run(int argc, char** argv) {
     std::fprintf(stderr, "\r[%lld/%lld] reward %.4f  loss %.4g  %.1f s/update  ETA %s   ", static_cast<long long>(step),
                  static_cast<long long>(steps), line["reward"].get<double>(), loss.item(), per,
                  cli::format_hms(per * static_cast<double>(steps - step)).c_str());
-    const int64_t ev = cfg["eval_every"], se = cfg["sample_every"], ce = cfg["ckpt_every"];
-    if ((ev > 0 && step % ev == 0) || step == steps) {
+    if (ev >= 0 && ((ev > 0 && step % ev == 0) || step == steps)) {
       json e = evaluate(step);
       if (sd3)
         std::fprintf(stderr, "\n[%lld] eval: reward %.4f\n", static_cast<long long>(step), e["reward"].get<double>());
@@ -551,7 +551,7 @@ int run(int argc, char** argv) {
                      e["diversity"].get<double>(), e["fd_base"].get<double>(), e["fd_base_floor"].get<double>(),
                      e["fd_real"].get<double>());
     }
-    if ((se > 0 && step % se == 0) || step == steps) grid(step);
+    if (se >= 0 && ((se > 0 && step % se == 0) || step == steps)) grid(step);
     if (step % ce == 0 || step == steps) checkpoint(step);
   }
   std::fprintf(stderr, "\nvgg_train: done in %s; LoRA in %s\n", cli::format_hms(since(t_start)).c_str(),

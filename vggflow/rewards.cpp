@@ -80,7 +80,7 @@ Tensor AestheticProbe::operator()(const Tensor& x) const {
   check_images("aesthetic", x);
   Tensor e = net_->embed(x);
   Tensor n = unit_rows(e);
-  return ops::add(ops::squeeze(ops::matmul(n, ops::unsqueeze(ops::to(w_, e.dtype()), 1)), 1), b_);
+  return ops::add(ops::squeeze(ops::matmul(n, ops::unsqueeze(ops::to(ops::to(w_, e.dtype()), e.device()), 1)), 1), b_);
 }
 
 // t-shirt/top, trouser, pullover, dress, coat, sandal, shirt, sneaker, bag, ankle boot

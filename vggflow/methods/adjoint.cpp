@@ -33,8 +33,8 @@ std::vector<Tensor> memoryless_rollout(const Field& u, const Tensor& x0, const s
   Tensor x = x0;
   for (size_t k = 0; k + 1 < sigmas.size(); ++k) {
     const MemorylessStep c = memoryless_step(sigmas[k], sigmas[k + 1]);
-    Tensor uk = u(x, full({B}, sigmas[k], opts(DType::F32)));
-    Tensor eps = randn(x.shape(), {}, &gen);
+    Tensor uk = u(x, full({B}, sigmas[k], opts(DType::F32, x.device())));
+    Tensor eps = ops::to(randn(x.shape(), {}, &gen), x.device());  // drawn on the host: the same on every device
     x = ops::add(ops::add(ops::mul(x, c.c_x), ops::mul(uk, c.c_u)), ops::mul(ops::to(eps, x.dtype()), c.noise));
     xs.push_back(x);
   }
@@ -95,7 +95,7 @@ std::vector<Tensor> backward_sweep(const std::vector<Tensor>& xs, const std::vec
   a[static_cast<size_t>(N)] = terminal.detach();
   for (int64_t k = N - 1; k >= stop; --k) {
     const auto ku = static_cast<size_t>(k);
-    a[ku] = step(ku, xs[ku], full({terminal.size(0)}, sigmas[ku], opts(DType::F32)), a[ku + 1]).detach();
+    a[ku] = step(ku, xs[ku], full({terminal.size(0)}, sigmas[ku], opts(DType::F32, xs[ku].device())), a[ku + 1]).detach();
   }
   return a;
 }

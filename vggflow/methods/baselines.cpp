@@ -42,7 +42,7 @@ Tensor refl_loss(const Policy& p, const Reward& reward, int64_t batch, int64_t s
   const int64_t lo = static_cast<int64_t>(std::ceil(0.75 * static_cast<double>(steps)));
   const int64_t k = uniform_int(std::min(lo, steps - 1), steps, gen);
   Partial s = rollout_to(p, batch, steps, shift, k, gen);
-  Tensor sigma = full({batch}, s.r.sigmas[static_cast<size_t>(k)], opts(DType::F32));
+  Tensor sigma = full({batch}, s.r.sigmas[static_cast<size_t>(k)], opts(DType::F32, s.x.device()));
   Tensor u = p.velocity(s.x, sigma, s.r.cond, s.r.uncond, /*sg_uncond=*/true);
   Tensor x1 = ops::sub(s.x, ops::mul(per_sample(sigma, s.x), u));  // x̂₁ with the graph through u
   BaselineStats st;
@@ -69,12 +69,12 @@ Tensor draft_lv_loss(const Policy& p, const Reward& reward, int64_t batch, int64
   VGG_CHECK(n >= 1, "DRaFT-LV: need n >= 1 re-noised copies, got ", n);
   Partial s = rollout_to(p, batch, steps, shift, steps, gen);
   const float sig = s.r.sigmas[static_cast<size_t>(steps - 1)];
-  Tensor sigma = full({batch}, sig, opts(DType::F32));
+  Tensor sigma = full({batch}, sig, opts(DType::F32, s.x.device()));
   Tensor loss;
   BaselineStats st;
   st.step = steps - 1;
   for (int64_t i = 0; i < n; ++i) {
-    Tensor eps = randn(s.x.shape(), {}, &gen);
+    Tensor eps = ops::to(randn(s.x.shape(), {}, &gen), s.x.device());  // host draw: the same on every device
     Tensor xs = ops::add(ops::mul(s.x, 1.0 - sig), ops::mul(eps, static_cast<double>(sig)));  // back to σ_{N−1}
     Tensor u = p.velocity(xs, sigma, s.r.cond, s.r.uncond, /*sg_uncond=*/true);
     double m = 0;

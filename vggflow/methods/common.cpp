@@ -22,7 +22,7 @@ std::vector<Tensor> Policy::lora_params() const {
 Tensor per_sample(const Tensor& sigma, const Tensor& like) {
   Shape s(static_cast<size_t>(like.dim()), 1);
   s[0] = sigma.size(0);
-  return ops::reshape(ops::to(sigma, like.dtype()), s);
+  return ops::reshape(ops::to(ops::to(sigma, like.dtype()), like.device()), s);
 }
 
 Tensor Policy::velocity(const Tensor& x, const Tensor& sigma, const Conditioning& cond, const Conditioning& uncond,
@@ -86,7 +86,7 @@ Tensor euler_steps(const Policy& p, Tensor x, const std::vector<float>& sigmas, 
                    const Conditioning& cond, const Conditioning& uncond) {
   const int64_t B = x.size(0);
   for (int64_t i = i0; i < i1; ++i) {
-    Tensor s = full({B}, sigmas[static_cast<size_t>(i)], opts(DType::F32));
+    Tensor s = full({B}, sigmas[static_cast<size_t>(i)], opts(DType::F32, x.device()));
     Tensor u = p.velocity(x, s, cond, uncond, /*sg_uncond=*/false);
     x = ops::add(x, ops::mul(u, static_cast<double>(sigmas[static_cast<size_t>(i + 1)] - sigmas[static_cast<size_t>(i)])));
   }
@@ -109,10 +109,14 @@ Rollout sample_rollout(const Policy& p, int64_t batch, int64_t steps, double shi
   r.ids = from_vector(ids, {batch});
   r.cond = p.model.prompts->encode(r.ids);
   r.uncond = p.model.prompts->encode(from_vector(empty, {batch}));
+  // the trajectory lives where the policy network does (drawn on the host: the same numbers on
+  // every device); the host sees scalars for logging
+  const Device dev = p.model.net->param_device();
+  for (Conditioning* c : {&r.cond, &r.uncond}) c->context = ops::to(c->context, dev), c->pooled = ops::to(c->pooled, dev);
   InferenceSchedule sched = inference_schedule(steps, shift);
   r.sigmas.assign(sched.sigmas.begin(), sched.sigmas.end());
   const int64_t hw = p.model.latent_size;
-  Tensor x = randn({batch, p.model.latent_channels, hw, hw}, {}, &gen);
+  Tensor x = ops::to(randn({batch, p.model.latent_channels, hw, hw}, {}, &gen), dev);
   r.latents.push_back(x);
   for (int64_t i = 0; i < upto; ++i) {
     x = euler_steps(p, x, r.sigmas, i, i + 1, r.cond, r.uncond);
@@ -128,10 +132,10 @@ Tensor gather_slot(const std::vector<Tensor>& states, const std::vector<int64_t>
   return ops::cat(rows, 0).detach();
 }
 
-Tensor slot_sigmas(const std::vector<float>& sigmas, const std::vector<int64_t>& k) {
+Tensor slot_sigmas(const std::vector<float>& sigmas, const std::vector<int64_t>& k, Device device) {
   std::vector<float> s;
   for (int64_t i : k) s.push_back(sigmas[static_cast<size_t>(i)]);
-  return from_vector(s, {static_cast<int64_t>(s.size())}, opts(DType::F32));
+  return ops::to(from_vector(s, {static_cast<int64_t>(s.size())}, opts(DType::F32)), device);
 }
 
 RewardGrad reward_gradient(const Reward& r, const Tensor& x) {

@@ -69,7 +69,7 @@ Rollout sample_rollout(const Policy& p, int64_t batch, int64_t steps, double shi
 
 // One trajectory time per sample: row i of states[k[i]] (detached), and σ_{k[i]} as [B] f32.
 Tensor gather_slot(const std::vector<Tensor>& states, const std::vector<int64_t>& k);
-Tensor slot_sigmas(const std::vector<float>& sigmas, const std::vector<int64_t>& k);
+Tensor slot_sigmas(const std::vector<float>& sigmas, const std::vector<int64_t>& k, Device device = Device::cpu());
 
 // Euler steps i0 … i1−1 of the schedule from x (graph kept when grad mode is on).
 Tensor euler_steps(const Policy& p, Tensor x, const std::vector<float>& sigmas, int64_t i0, int64_t i1,

@@ -28,16 +28,16 @@ Derivatives parse_derivatives(const std::string& s) {
 Tensor eta_tangent(Eta e, const Tensor& sigma, const Tensor& dsigma, const Tensor& like) {
   // t = 1 − σ, dt = −dσ: d(t²) = 2t·dt, d(t) = dt, d(1) = 0
   Tensor dt = ops::neg(ops::to(dsigma, DType::F64));
-  Tensor t = ops::sub(ones(sigma.shape(), opts(DType::F64)), ops::to(sigma, DType::F64));
+  Tensor t = ops::sub(ones(sigma.shape(), opts(DType::F64, sigma.device())), ops::to(sigma, DType::F64));
   Tensor d = e == Eta::Quadratic ? ops::mul(ops::mul(t, dt), 2.0)
              : e == Eta::Linear  ? dt
-                                 : zeros(sigma.shape(), opts(DType::F64));
+                                 : zeros(sigma.shape(), opts(DType::F64, sigma.device()));
   return per_sample(d, like);
 }
 
 Tensor eta_weight(Eta e, const Tensor& sigma, const Tensor& like) {
-  Tensor t = ops::sub(ones(sigma.shape(), opts(DType::F64)), ops::to(sigma, DType::F64));
-  Tensor w = e == Eta::Quadratic ? ops::square(t) : e == Eta::Linear ? t : ones(sigma.shape(), opts(DType::F64));
+  Tensor t = ops::sub(ones(sigma.shape(), opts(DType::F64, sigma.device())), ops::to(sigma, DType::F64));
+  Tensor w = e == Eta::Quadratic ? ops::square(t) : e == Eta::Linear ? t : ones(sigma.shape(), opts(DType::F64, sigma.device()));
   return per_sample(w, like);
 }
 
@@ -148,7 +148,7 @@ Tensor fd_step(const Tensor& d, double eps) {
   NoGradGuard ng;
   Tensor flat = ops::reshape(ops::to(d, DType::F64), {d.size(0), -1});
   Tensor rms = ops::sqrt(ops::mean(ops::square(flat), {1}));
-  Tensor h = ops::div(full({d.size(0)}, eps, opts(DType::F64)), ops::maximum(rms, ones({d.size(0)}, opts(DType::F64))));
+  Tensor h = ops::div(full({d.size(0)}, eps, opts(DType::F64, d.device())), ops::maximum(rms, ones({d.size(0)}, opts(DType::F64, d.device()))));
   return per_sample(h, d);
 }
 
@@ -385,7 +385,7 @@ Tensor vggflow_loss(const Fields& f, const Field& nu, const Reward& reward, cons
   for (size_t j = 0; j < slots; ++j) {
     std::vector<int64_t> k;
     for (const auto& v : idx) k.push_back(v[j]);
-    Tensor x = gather_slot(xs, k), sigma = slot_sigmas(sigmas, k);
+    Tensor x = gather_slot(xs, k), sigma = slot_sigmas(sigmas, k, x.device());
     // the policy at the transition, with the graph to θ (matching loss)
     Tensor u_theta = f.theta(x, sigma);
     RewardGrad rg0 = reward_gradient(reward, forward_looking_x1(x, sigma, u_theta));
@@ -420,7 +420,7 @@ Tensor vggflow_loss(const Fields& f, const Field& nu, const Reward& reward, cons
   }
   total = ops::mul(total, 1.0 / static_cast<double>(slots));
   // eq. 13 at the trajectory's end x₁ (σ = 0)
-  Tensor lb = boundary_loss(nu(xs.back(), zeros({B}, opts(DType::F32))));
+  Tensor lb = boundary_loss(nu(xs.back(), zeros({B}, opts(DType::F32, xs.back().device()))));
   st.boundary = lb.item();
   total = ops::add(total, ops::mul(lb, o.alpha));
   double s = 0;
