@@ -22,7 +22,9 @@
 #include "autograd/engine.h"
 #include "nn/io.h"
 #include "nn/optim.h"
+#include "tensor/caching_allocator.h"
 #include "tensor/json.h"
+#include "tensor/storage.h"
 #include "tools/cli.h"
 #include "vggflow/evaluate.h"
 #include "vggflow/image.h"
@@ -94,6 +96,7 @@ const std::vector<Spec>& specs() {
       {"reward_weights", "", 0, 0, "sd3: the reward's weights file (tools/convert_reward.py)"},
       {"decoder", "vae", 0, 0, "sd3: vae (the folder's AutoencoderKL) or an AutoencoderTiny folder (TAESD3) to decode rewards with"},
       {"resolution", 1024, 8, 8192, "sd3: image size (latents resolution/8)"},
+      {"compute_dtype", "f32", 0, 0, "f32 | bf16: the dtype the MMDiTs (policy, value net) compute in; parameters and LoRA adapters stay f32 masters (mixed precision)"},
       {"checkpointing", false, 0, 0, "activation checkpointing: the MMDiT per block (policy and value nets) and, sd3, the decoder and the reward's CLIP tower"},
   };
   return s;
@@ -164,6 +167,8 @@ json resolve(const cli::Flags& f, const std::string& saved_config = "") {
   if (j["fd"] != "central" && j["fd"] != "onesided") throw cli::UsageError("--fd must be central or onesided");
   if (j["derivatives"] != "fd" && j["derivatives"] != "exact") throw cli::UsageError("--derivatives must be fd or exact");
   if (j["value_net"] != "small" && j["value_net"] != "lora") throw cli::UsageError("--value-net must be small or lora");
+  if (j["compute_dtype"] != "f32" && j["compute_dtype"] != "bf16")
+    throw cli::UsageError("--compute-dtype must be f32 or bf16, got '" + j["compute_dtype"].get<std::string>() + "'");
   if (j["pipeline"] != "fashion-mnist" && j["pipeline"] != "sd3")
     throw cli::UsageError("--pipeline must be fashion-mnist or sd3, got '" + j["pipeline"].get<std::string>() + "'");
   if (j["pipeline"] == "sd3") {
@@ -328,6 +333,9 @@ int run(int argc, char** argv) {
   m::Policy pol = m::make_policy(base_model, cfg["rank"], cfg["guidance"], seed + 11);
   pol.model.net->to(device);  // adapters included: they stay trainable leaves
   pol.model.net->checkpointing = cfg["checkpointing"];
+  const std::optional<DType> compute =
+      cfg["compute_dtype"] == "bf16" ? std::optional<DType>(DType::BF16) : std::nullopt;
+  pol.model.net->set_compute_dtype(compute);
   if (!device.is_cpu()) std::fprintf(stderr, "vgg_train: networks on %s\n", device.str().c_str());
   const double shift = pol.model.sampling.shift;
   std::unique_ptr<m::ValueNet> value;
@@ -336,6 +344,7 @@ int run(int argc, char** argv) {
     value = std::make_unique<m::ValueNet>(cfg["value_net"], pol.model, cfg["beta"], cfg["value_prompt_free"], seed + 12,
                                           device);
     value->net().checkpointing = cfg["checkpointing"];
+    value->net().set_compute_dtype(compute);
     vo.beta = cfg["beta"], vo.alpha = cfg["alpha"], vo.eta = m::parse_eta(cfg["eta"]);
     vo.fd_eps = cfg["fd_eps"], vo.central = cfg["fd"] == "central", vo.fd_time_scale = cfg["fd_time_scale"];
     vo.base_direction_grad = cfg["base_direction_grad"], vo.clip_quantile = cfg["clip_quantile"];
@@ -556,6 +565,13 @@ int run(int argc, char** argv) {
   }
   std::fprintf(stderr, "\nvgg_train: done in %s; LoRA in %s\n", cli::format_hms(since(t_start)).c_str(),
                (out / "checkpoint" / "lora.safetensors").string().c_str());
+  std::string peak = "host " + format_bytes(host_memory_stats().peak_allocated_bytes);
+  if (device.is_cuda()) {
+    const AllocatorStats st = memory_stats(device);
+    peak += ", " + device.str() + " " + format_bytes(st.peak_allocated_bytes) + " in tensors (" +
+            format_bytes(st.peak_reserved_bytes) + " reserved)";
+  }
+  std::fprintf(stderr, "vgg_train: peak memory: %s\n", peak.c_str());
   return 0;
 }
 
