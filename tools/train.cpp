@@ -56,6 +56,7 @@ const std::vector<Spec>& specs() {
       {"reward", "aesthetic", 0, 0, "aesthetic | classifier[:CLASS] | brightness | contrast | symmetry"},
       {"steps", 40, 1, 1e6, "updates"},
       {"batch", 8, 1, 4096, "trajectories per update"},
+      {"micro_batches", 1, 1, 4096, "split each update into this many micro-batches of batch/K trajectories (own draws), gradients accumulated: memory"},
       {"beta", 300.0, 1e-9, 1e12, "inverse temperature beta = 1/lambda of VGG-Flow, PMP and AM (AM's reward multiplier)"},
       {"alpha", 1e4, 0, 1e12, "VGG-Flow boundary-loss weight"},
       {"eta", "t2", 0, 0, "VGG-Flow eta_t: t2 | t | 1"},
@@ -193,6 +194,8 @@ json resolve(const cli::Flags& f, const std::string& saved_config = "") {
   } catch (const std::exception&) {
     throw cli::UsageError("--device must be cpu, cuda, cuda:N or fake, got '" + j["device"].get<std::string>() + "'");
   }
+  if (j["batch"].get<int64_t>() % j["micro_batches"].get<int64_t>() != 0)
+    throw cli::UsageError("--micro-batches must divide --batch");
   if (j["bins"].get<int64_t>() > j["sample_steps"].get<int64_t>())
     throw cli::UsageError("--bins must not exceed --sample-steps");
   if (j["draft_k"].get<int64_t>() > j["sample_steps"].get<int64_t>())
@@ -285,7 +288,7 @@ int run(int argc, char** argv) {
       throw std::runtime_error(out.string() + " already holds a run (use --resume, or another --out)");
   }
   const std::string method = cfg["method"], reward_name = cfg["reward"];
-  const int64_t steps = cfg["steps"], batch = cfg["batch"], nsteps = cfg["sample_steps"];
+  const int64_t steps = cfg["steps"], batch = cfg["batch"], nsteps = cfg["sample_steps"], micro = cfg["micro_batches"];
   const auto seed = cfg["seed"].get<uint64_t>();
   const std::string models = cfg["models"].get<std::string>().empty() ? flow::default_models_dir() : cfg["models"].get<std::string>();
   const std::string base_dir = cfg["base"].get<std::string>().empty() ? models + "/base" : cfg["base"].get<std::string>();
@@ -480,55 +483,72 @@ int run(int argc, char** argv) {
   const auto t0 = std::chrono::steady_clock::now();
   const int64_t first = step;
   int64_t skipped_in_a_row = 0;
-  while (step < steps) {
-    Generator gen(seed, 5000 + static_cast<uint64_t>(step));
-    poisonable->armed = inject_nan > 0 && step + 1 == inject_nan;
-    const auto tu = std::chrono::steady_clock::now();
-    json line{{"step", step + 1}};
+  // One micro-batch's loss (its statistics into part) from its own draws.
+  auto micro_loss = [&](Generator& gen, int64_t mb_batch, json& part) {
     Tensor loss;
     if (method == "vggflow") {
-      m::Rollout r = m::sample_rollout(pol, batch, nsteps, shift, gen);
+      m::Rollout r = m::sample_rollout(pol, mb_batch, nsteps, shift, gen);
       m::VGGFlowStats st;
       loss = m::vggflow_loss(pol, *value, *rw.reward, r, vo, gen, &st);
       Tensor x1 = sd3 ? r.latents.back() : ops::clamp(r.latents.back(), -1.0, 1.0);
-      line["reward"] = mean_reward(*rw.reward, x1);
-      if (rw.gold) line["gold"] = mean_reward(*rw.gold, x1);
-      line["loss_matching"] = st.matching, line["loss_consistency"] = st.consistency, line["loss_boundary"] = st.boundary;
-      line["reward_grad_norm_mean"] = st.grad_norm_mean, line["reward_grad_norm_max"] = st.grad_norm_max;
-      line["reward_grad_norm_p80"] = st.grad_norm_p80, line["reward_grad_clip"] = st.clip_threshold;
-      line["reward_x1hat"] = st.reward_x1hat;
+      part["reward"] = mean_reward(*rw.reward, x1);
+      if (rw.gold) part["gold"] = mean_reward(*rw.gold, x1);
+      part["loss_matching"] = st.matching, part["loss_consistency"] = st.consistency, part["loss_boundary"] = st.boundary;
+      part["reward_grad_norm_mean"] = st.grad_norm_mean, part["reward_grad_norm_max"] = st.grad_norm_max;
+      part["reward_grad_norm_p80"] = st.grad_norm_p80, part["reward_grad_clip"] = st.clip_threshold;
+      part["reward_x1hat"] = st.reward_x1hat;
     } else if (method == "am" || method == "pmp") {
       m::AdjointStats st;
       if (method == "am") {
-        loss = m::am_loss(pol, *rw.reward, batch, nsteps, shift, ao, gen, &st);
-        line["reward"] = st.reward;  // of the memoryless-SDE samples the adjoint starts from
+        loss = m::am_loss(pol, *rw.reward, mb_batch, nsteps, shift, ao, gen, &st);
+        part["reward"] = st.reward;  // of the memoryless-SDE samples the adjoint starts from
       } else {
-        m::Rollout r = m::sample_rollout(pol, batch, nsteps, shift, gen);
+        m::Rollout r = m::sample_rollout(pol, mb_batch, nsteps, shift, gen);
         loss = m::pmp_loss(pol, *rw.reward, r, ao, gen, &st);
         Tensor x1 = sd3 ? r.latents.back() : ops::clamp(r.latents.back(), -1.0, 1.0);
-        line["reward"] = mean_reward(*rw.reward, x1);
-        if (rw.gold) line["gold"] = mean_reward(*rw.gold, x1);
+        part["reward"] = mean_reward(*rw.reward, x1);
+        if (rw.gold) part["gold"] = mean_reward(*rw.gold, x1);
       }
-      line["reward_grad_norm_mean"] = st.grad_norm_mean, line["reward_grad_clip"] = st.clip_threshold;
-      line["adjoint_norm"] = st.adjoint_norm;
+      part["reward_grad_norm_mean"] = st.grad_norm_mean, part["reward_grad_clip"] = st.clip_threshold;
+      part["adjoint_norm"] = st.adjoint_norm;
     } else {
       m::BaselineStats st;
       const int64_t lv = cfg["draft_lv"];
-      loss = method == "refl" ? m::refl_loss(pol, *rw.reward, batch, nsteps, shift, relu, gen, &st)
-             : lv > 0         ? m::draft_lv_loss(pol, *rw.reward, batch, nsteps, shift, lv, relu, gen, &st)
-                              : m::draft_loss(pol, *rw.reward, batch, nsteps, shift, cfg["draft_k"], relu, gen, &st);
-      line["reward"] = st.reward, line["graph_step"] = st.step;
+      loss = method == "refl" ? m::refl_loss(pol, *rw.reward, mb_batch, nsteps, shift, relu, gen, &st)
+             : lv > 0         ? m::draft_lv_loss(pol, *rw.reward, mb_batch, nsteps, shift, lv, relu, gen, &st)
+                              : m::draft_loss(pol, *rw.reward, mb_batch, nsteps, shift, cfg["draft_k"], relu, gen, &st);
+      part["reward"] = st.reward, part["graph_step"] = st.step;
+    }
+    return loss;
+  };
+  while (step < steps) {
+    poisonable->armed = inject_nan > 0 && step + 1 == inject_nan;
+    const auto tu = std::chrono::steady_clock::now();
+    json line{{"step", step + 1}};
+    // micro-batches: each draws its own trajectories (micro-batch 0 from the unsplit update's
+    // stream, so one micro-batch is the plain update), its gradient scaled by 1/K and accumulated;
+    // one optimizer step per update. Statistics are their means (counts: the first's).
+    // A non-finite loss or gradient skips the whole update (no group moves, nothing NaN is
+    // stored); ten in a row end the run.
+    opt.zero_grad();
+    std::string bad;
+    for (int64_t mb = 0; mb < micro && bad.empty(); ++mb) {
+      Generator gen(seed, 5000 + static_cast<uint64_t>(step) + (static_cast<uint64_t>(mb) << 32));
+      json part;
+      Tensor loss = micro_loss(gen, batch / micro, part);
+      part["loss"] = loss.item();
+      if (!std::isfinite(loss.item())) bad = "the loss is not finite";
+      else backward(micro == 1 ? loss : ops::mul(loss, 1.0 / static_cast<double>(micro)));
+      for (auto& [k, v] : part.items()) {
+        if (micro == 1 || !v.is_number_float()) {
+          if (mb == 0) line[k] = v;
+        } else {
+          line[k] = (mb == 0 ? 0.0 : line[k].get<double>()) + v.get<double>() / static_cast<double>(micro);
+        }
+      }
     }
     poisonable->armed = false;
-    line["loss"] = loss.item();
-    // a non-finite loss or gradient skips the whole update (no group moves, nothing NaN is
-    // stored); ten in a row end the run
-    opt.zero_grad();
-    std::string bad = std::isfinite(loss.item()) ? "" : "the loss is not finite";
-    if (bad.empty()) {
-      backward(loss);
-      bad = nonfinite_gradient(groups);
-    }
+    if (bad.empty()) bad = nonfinite_gradient(groups);
     if (bad.empty()) {
       nn::StepStats ss = opt.step();
       for (auto& g : ss.groups) line["grad_norm_" + g.name] = g.grad_norm;
@@ -548,7 +568,7 @@ int run(int argc, char** argv) {
     line["update_s"] = since(tu), line["elapsed_s"] = since(t_start);
     cli::append_line(metrics, out / "metrics.jsonl", line.dump());
     std::fprintf(stderr, "\r[%lld/%lld] reward %.4f  loss %.4g  %.1f s/update  ETA %s   ", static_cast<long long>(step),
-                 static_cast<long long>(steps), line["reward"].get<double>(), loss.item(), per,
+                 static_cast<long long>(steps), line["reward"].get<double>(), line["loss"].get<double>(), per,
                  cli::format_hms(per * static_cast<double>(steps - step)).c_str());
     if (ev >= 0 && ((ev > 0 && step % ev == 0) || step == steps)) {
       json e = evaluate(step);
