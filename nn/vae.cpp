@@ -106,8 +106,28 @@ Tensor GroupNorm::forward(const Tensor& x) const {
 }
 
 namespace {
-constexpr double kEps = 1e-6;  // resnet_eps and the norms' eps of the diffusers decoder
+constexpr double kEps = 1e-6;  // resnet_eps and the norms' eps of the diffusers encoder and decoder
+
+// m->forward(x), recomputed in backward when `ck` (activation checkpointing of one stage)
+template <class M>
+Tensor stage(bool ck, const std::shared_ptr<M>& m, const Tensor& x) {
+  return m->checkpointed(ck, [m](const Tensor& t) { return m->forward(t); }, x);
 }
+
+// `layers` resnets in → out, out → out, … (the caller registers them as "resnets.i" once they sit
+// in its member: registered slots must not move)
+std::vector<std::shared_ptr<ResnetBlock2D>> make_resnets(int64_t in, int64_t out, int64_t layers,
+                                                         int64_t groups, double eps, LayerOptions o) {
+  std::vector<std::shared_ptr<ResnetBlock2D>> r;
+  for (int64_t i = 0; i < layers; ++i) r.push_back(std::make_shared<ResnetBlock2D>(i == 0 ? in : out, out, groups, eps, o));
+  return r;
+}
+
+// GroupNorm, SiLU, conv_out: the last stage of both halves
+Tensor norm_act_out(bool ck, const std::shared_ptr<GroupNorm>& norm, const Conv2d& out, const Tensor& h) {
+  return out.forward(norm->checkpointed(ck, [norm](const Tensor& t) { return ops::silu(norm->forward(t)); }, h));
+}
+}  // namespace
 
 ResnetBlock2D::ResnetBlock2D(int64_t in, int64_t out, int64_t groups, double eps, LayerOptions o) {
   norm1 = std::make_shared<GroupNorm>(groups, in, eps, o);
@@ -149,22 +169,39 @@ Tensor VaeAttention::forward(const Tensor& x) const {
   return ops::add(y, x);  // residual connection
 }
 
+VaeMidBlock::VaeMidBlock(int64_t c, bool with_attention, int64_t groups, double eps, LayerOptions o) {
+  resnet0 = std::make_shared<ResnetBlock2D>(c, c, groups, eps, o);
+  register_module("resnets.0", resnet0);
+  if (with_attention) {
+    attention = std::make_shared<VaeAttention>(c, groups, eps, o);
+    register_module("attentions.0", attention);
+  }
+  resnet1 = std::make_shared<ResnetBlock2D>(c, c, groups, eps, o);
+  register_module("resnets.1", resnet1);
+}
+
+Tensor VaeMidBlock::forward(const Tensor& x, bool ck) const {
+  Tensor h = stage(ck, resnet0, x);
+  if (attention) h = stage(ck, attention, h);
+  return stage(ck, resnet1, h);
+}
+
 UpDecoderBlock2D::UpDecoderBlock2D(int64_t in, int64_t out, int64_t layers, bool upsample, int64_t groups, double eps,
                                    LayerOptions o) {
-  resnets.reserve(static_cast<size_t>(layers));
-  for (int64_t i = 0; i < layers; ++i) resnets.push_back(std::make_shared<ResnetBlock2D>(i == 0 ? in : out, out, groups, eps, o));
-  for (int64_t i = 0; i < layers; ++i) register_module("resnets." + std::to_string(i), resnets[static_cast<size_t>(i)]);
+  resnets = make_resnets(in, out, layers, groups, eps, o);
+  for (size_t i = 0; i < resnets.size(); ++i) register_module("resnets." + std::to_string(i), resnets[i]);
   if (upsample) {
     upsample_conv = std::make_shared<Conv2d>(out, out, 3, 1, 1, true, o);
     register_module("upsamplers.0.conv", upsample_conv);
   }
 }
 
-Tensor UpDecoderBlock2D::forward(const Tensor& x) const {
+Tensor UpDecoderBlock2D::forward(const Tensor& x, bool ck) const {
   Tensor h = x;
-  for (const auto& r : resnets) h = r->forward(h);
-  if (upsample_conv) h = upsample_conv->forward(ops::upsample_nearest2d(h, 2));
-  return h;
+  for (const auto& r : resnets) h = stage(ck, r, h);
+  if (!upsample_conv) return h;
+  const auto conv = upsample_conv;
+  return conv->checkpointed(ck, [conv](const Tensor& t) { return conv->forward(ops::upsample_nearest2d(t, 2)); }, h);
 }
 
 VaeDecoder::VaeDecoder(const VaeConfig& c, LayerOptions o) {
@@ -172,14 +209,8 @@ VaeDecoder::VaeDecoder(const VaeConfig& c, LayerOptions o) {
   const int64_t top = c.block_out_channels.back(), g = c.norm_num_groups;
   conv_in = std::make_shared<Conv2d>(c.latent_channels, top, 3, 1, 1, true, o);
   register_module("conv_in", conv_in);
-  mid_resnet0 = std::make_shared<ResnetBlock2D>(top, top, g, kEps, o);
-  register_module("mid_block.resnets.0", mid_resnet0);
-  if (c.mid_block_add_attention) {
-    mid_attention = std::make_shared<VaeAttention>(top, g, kEps, o);
-    register_module("mid_block.attentions.0", mid_attention);
-  }
-  mid_resnet1 = std::make_shared<ResnetBlock2D>(top, top, g, kEps, o);
-  register_module("mid_block.resnets.1", mid_resnet1);
+  mid_block = std::make_shared<VaeMidBlock>(top, c.mid_block_add_attention, g, kEps, o);
+  register_module("mid_block", mid_block);
   const std::vector<int64_t> rev(c.block_out_channels.rbegin(), c.block_out_channels.rend());
   up_blocks.reserve(rev.size());
   int64_t prev = rev[0];
@@ -197,20 +228,9 @@ VaeDecoder::VaeDecoder(const VaeConfig& c, LayerOptions o) {
 Tensor VaeDecoder::forward(const Tensor& z) const {
   VGG_CHECK(z.dim() == 4 && z.size(1) == conv_in->weight.size(1), "VAE decoder: expects latents [B, ",
             conv_in->weight.size(1), ", h, w], got ", describe(z));
-  const bool ck = checkpointing;
-  auto stage = [ck](const auto& m, const Tensor& x) { return m->checkpointed(ck, [m](const Tensor& t) { return m->forward(t); }, x); };
-  Tensor h = stage(mid_resnet0, conv_in->forward(z));
-  if (mid_attention) h = stage(mid_attention, h);
-  h = stage(mid_resnet1, h);
-  for (const auto& b : up_blocks) {
-    for (const auto& r : b->resnets) h = stage(r, h);
-    if (b->upsample_conv) {
-      const auto conv = b->upsample_conv;
-      h = conv->checkpointed(ck, [conv](const Tensor& t) { return conv->forward(ops::upsample_nearest2d(t, 2)); }, h);
-    }
-  }
-  const auto norm = conv_norm_out;
-  return conv_out->forward(norm->checkpointed(ck, [norm](const Tensor& t) { return ops::silu(norm->forward(t)); }, h));
+  Tensor h = mid_block->forward(conv_in->forward(z), checkpointing);
+  for (const auto& b : up_blocks) h = b->forward(h, checkpointing);
+  return norm_act_out(checkpointing, conv_norm_out, *conv_out, h);
 }
 
 AutoencoderKLDecoder::AutoencoderKLDecoder(const VaeConfig& c, LayerOptions o) : cfg_(c) {
@@ -232,13 +252,20 @@ Tensor AutoencoderKLDecoder::decode(const Tensor& latents) const {
 
 DownEncoderBlock2D::DownEncoderBlock2D(int64_t in, int64_t out, int64_t layers, bool downsample, int64_t groups, double eps,
                                        LayerOptions o) {
-  resnets.reserve(static_cast<size_t>(layers));
-  for (int64_t i = 0; i < layers; ++i) resnets.push_back(std::make_shared<ResnetBlock2D>(i == 0 ? in : out, out, groups, eps, o));
-  for (int64_t i = 0; i < layers; ++i) register_module("resnets." + std::to_string(i), resnets[static_cast<size_t>(i)]);
+  resnets = make_resnets(in, out, layers, groups, eps, o);
+  for (size_t i = 0; i < resnets.size(); ++i) register_module("resnets." + std::to_string(i), resnets[i]);
   if (downsample) {
     downsample_conv = std::make_shared<Conv2d>(out, out, 3, 2, 0, true, o);
     register_module("downsamplers.0.conv", downsample_conv);
   }
+}
+
+Tensor DownEncoderBlock2D::forward(const Tensor& x, bool ck) const {
+  Tensor h = x;
+  for (const auto& r : resnets) h = stage(ck, r, h);
+  if (!downsample_conv) return h;
+  const auto conv = downsample_conv;  // diffusers pads (0, 1, 0, 1) with zeros, then a stride-2 conv
+  return conv->checkpointed(ck, [conv](const Tensor& t) { return conv->forward(ops::pad(t, {0, 1, 0, 1})); }, h);
 }
 
 VaeEncoder::VaeEncoder(const VaeConfig& c, LayerOptions o) {
@@ -254,14 +281,8 @@ VaeEncoder::VaeEncoder(const VaeConfig& c, LayerOptions o) {
     prev = w[i];
   }
   for (size_t i = 0; i < down_blocks.size(); ++i) register_module("down_blocks." + std::to_string(i), down_blocks[i]);
-  mid_resnet0 = std::make_shared<ResnetBlock2D>(top, top, g, kEps, o);
-  register_module("mid_block.resnets.0", mid_resnet0);
-  if (c.mid_block_add_attention) {
-    mid_attention = std::make_shared<VaeAttention>(top, g, kEps, o);
-    register_module("mid_block.attentions.0", mid_attention);
-  }
-  mid_resnet1 = std::make_shared<ResnetBlock2D>(top, top, g, kEps, o);
-  register_module("mid_block.resnets.1", mid_resnet1);
+  mid_block = std::make_shared<VaeMidBlock>(top, c.mid_block_add_attention, g, kEps, o);
+  register_module("mid_block", mid_block);
   conv_norm_out = std::make_shared<GroupNorm>(g, top, kEps, o);
   conv_out = std::make_shared<Conv2d>(top, 2 * c.latent_channels, 3, 1, 1, true, o);
   register_module("conv_norm_out", conv_norm_out);
@@ -273,21 +294,9 @@ Tensor VaeEncoder::forward(const Tensor& x) const {
   VGG_CHECK(x.dim() == 4 && x.size(1) == in, "VAE encoder: expects images [B, ", in, ", H, W], got ", describe(x));
   VGG_CHECK(x.size(2) % f == 0 && x.size(3) % f == 0, "VAE encoder: image height and width must be multiples of ", f,
             ", got ", describe(x));
-  const bool ck = checkpointing;
-  auto stage = [ck](const auto& m, const Tensor& t) { return m->checkpointed(ck, [m](const Tensor& a) { return m->forward(a); }, t); };
   Tensor h = conv_in->forward(x);
-  for (const auto& b : down_blocks) {
-    for (const auto& r : b->resnets) h = stage(r, h);
-    if (b->downsample_conv) {
-      const auto conv = b->downsample_conv;
-      h = conv->checkpointed(ck, [conv](const Tensor& t) { return conv->forward(ops::pad(t, {0, 1, 0, 1})); }, h);
-    }
-  }
-  h = stage(mid_resnet0, h);
-  if (mid_attention) h = stage(mid_attention, h);
-  h = stage(mid_resnet1, h);
-  const auto norm = conv_norm_out;
-  return conv_out->forward(norm->checkpointed(ck, [norm](const Tensor& t) { return ops::silu(norm->forward(t)); }, h));
+  for (const auto& b : down_blocks) h = b->forward(h, checkpointing);
+  return norm_act_out(checkpointing, conv_norm_out, *conv_out, mid_block->forward(h, checkpointing));
 }
 
 AutoencoderKLEncoder::AutoencoderKLEncoder(const VaeConfig& c, LayerOptions o) : cfg_(c) {

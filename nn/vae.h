@@ -61,12 +61,25 @@ class VaeAttention : public Module {  // "attentions.0": one head over the H·W 
   std::shared_ptr<Linear> to_q, to_k, to_v, to_out;  // to_out is "to_out.0"
 };
 
+// The encoder's and decoder's "mid_block" (diffusers UNetMidBlock2D without time embedding):
+// resnet, optional single-head attention, resnet.
+class VaeMidBlock : public Module {
+ public:
+  VaeMidBlock(int64_t channels, bool attention, int64_t groups, double eps, LayerOptions o = {});
+  std::string type_name() const override { return "UNetMidBlock2D"; }
+  // checkpointing: each of the three stages is recomputed in backward
+  Tensor forward(const Tensor& x, bool checkpointing = false) const;
+  std::shared_ptr<ResnetBlock2D> resnet0, resnet1;  // "resnets.0", "resnets.1"
+  std::shared_ptr<VaeAttention> attention;          // "attentions.0" (null without attention)
+};
+
 class UpDecoderBlock2D : public Module {  // "up_blocks.i"
  public:
   UpDecoderBlock2D(int64_t in, int64_t out, int64_t layers, bool upsample, int64_t groups, double eps,
                    LayerOptions o = {});
   std::string type_name() const override { return "UpDecoderBlock2D"; }
-  Tensor forward(const Tensor& x) const;
+  // checkpointing: each resnet and the upsampling stage are recomputed in backward
+  Tensor forward(const Tensor& x, bool checkpointing = false) const;
   std::vector<std::shared_ptr<ResnetBlock2D>> resnets;
   std::shared_ptr<Conv2d> upsample_conv;  // "upsamplers.0.conv", after a nearest 2x upsampling
 };
@@ -78,8 +91,7 @@ class VaeDecoder : public Module {  // "decoder"
   Tensor forward(const Tensor& z) const;  // z [B, latent_channels, h, w] -> [B, out_channels, 2^k·h, 2^k·w]
   bool checkpointing = false;             // recompute each stage in backward (see the top)
   std::shared_ptr<Conv2d> conv_in, conv_out;
-  std::shared_ptr<ResnetBlock2D> mid_resnet0, mid_resnet1;  // "mid_block.resnets.0/1"
-  std::shared_ptr<VaeAttention> mid_attention;              // "mid_block.attentions.0"
+  std::shared_ptr<VaeMidBlock> mid_block;
   std::vector<std::shared_ptr<UpDecoderBlock2D>> up_blocks;
   std::shared_ptr<GroupNorm> conv_norm_out;
 };
@@ -105,6 +117,8 @@ class DownEncoderBlock2D : public Module {  // "down_blocks.i"
   DownEncoderBlock2D(int64_t in, int64_t out, int64_t layers, bool downsample, int64_t groups, double eps,
                      LayerOptions o = {});
   std::string type_name() const override { return "DownEncoderBlock2D"; }
+  // checkpointing: each resnet and the downsampling stage are recomputed in backward
+  Tensor forward(const Tensor& x, bool checkpointing = false) const;
   std::vector<std::shared_ptr<ResnetBlock2D>> resnets;
   std::shared_ptr<Conv2d> downsample_conv;  // "downsamplers.0.conv": stride 2 after a (0, 1, 0, 1) zero pad
 };
@@ -118,8 +132,7 @@ class VaeEncoder : public Module {  // "encoder"
   bool checkpointing = false;
   std::shared_ptr<Conv2d> conv_in, conv_out;
   std::vector<std::shared_ptr<DownEncoderBlock2D>> down_blocks;
-  std::shared_ptr<ResnetBlock2D> mid_resnet0, mid_resnet1;
-  std::shared_ptr<VaeAttention> mid_attention;
+  std::shared_ptr<VaeMidBlock> mid_block;
   std::shared_ptr<GroupNorm> conv_norm_out;
 };
 

@@ -15,8 +15,10 @@ using nn::NamedTensors;
 
 namespace {
 
+// A golden file of tools/golden/vae.py: weights under diffusers' names, "input.*", "expected.*".
 struct Golden {
-  SafetensorsFile f = load_safetensors(test::data_path("vae/tiny_decoder.safetensors"));
+  explicit Golden(const char* file = "vae/tiny_decoder.safetensors") : f(load_safetensors(test::data_path(file))) {}
+  SafetensorsFile f;
   nn::VaeConfig cfg = nn::VaeConfig::from_json(f.metadata.at("config"));
   NamedTensors weights() const {
     NamedTensors w;
@@ -123,15 +125,8 @@ TEST(Vae, TinyDecoderMatchesDiffusersInF64) {
 // AutoencoderKL's encoder against diffusers in f64 (tests/data/vae/tiny_encoder.safetensors): the
 // scaled posterior mean and a scaled sample, with the images' gradients; non-square images.
 namespace {
-struct EncoderGolden {
-  SafetensorsFile f = load_safetensors(test::data_path("vae/tiny_encoder.safetensors"));
-  nn::VaeConfig cfg = nn::VaeConfig::from_json(f.metadata.at("config"));
-  NamedTensors weights() const {
-    NamedTensors w;
-    for (const auto& [name, t] : f.tensors)
-      if (name.rfind("input.", 0) != 0 && name.rfind("expected.", 0) != 0) w.emplace_back(name, t);
-    return w;
-  }
+struct EncoderGolden : Golden {
+  EncoderGolden() : Golden("vae/tiny_encoder.safetensors") {}
 };
 }  // namespace
 

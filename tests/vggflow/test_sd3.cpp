@@ -78,6 +78,27 @@ TEST(Sd3, DecodedRewardIsTheImageRewardOfTheDecodedLatents) {
   EXPECT_TRUE(std::isfinite(gn) && gn > 0);
 }
 
+// --decoder DIR: an AutoencoderTiny folder (config.json + weights, diffusers' names) decodes as the
+// decoder built from the golden file does.
+TEST(Sd3, TinyAutoencoderFolderLoads) {
+  const fs::path d = fs::path(::testing::TempDir()) / ("vgg_sd3_taesd_" + std::to_string(::getpid()));
+  fs::remove_all(d);
+  fs::create_directories(d);
+  SafetensorsFile g = load_safetensors(test::data_path("vae/tiny_autoencoder_tiny.safetensors"));
+  std::vector<std::pair<std::string, Tensor>> w;
+  for (const auto& [name, t] : g.tensors)
+    if (name.rfind("decoder.", 0) == 0) w.emplace_back(name, t);
+  save_safetensors((d / "diffusion_pytorch_model.safetensors").string(), w);
+  std::ofstream(d / "config.json") << g.metadata.at("config");
+  auto tiny = nn::load_tiny_vae_decoder(d.string(), {DType::F64});
+  nn::AutoencoderTinyDecoder ref(nn::TinyVaeConfig::from_json(g.metadata.at("config")), {DType::F64});
+  ref.load_state_dict(w);
+  EXPECT_TRUE(test::all_close(tiny->decode(g.at("input.z")), ref.decode(g.at("input.z")), 0, 0));
+  EXPECT_TRUE(throws_error([&] { nn::load_tiny_vae_decoder((d / "nope").string()); }, {"AutoencoderTiny folder", "does not exist"}));
+  fs::remove(d / "config.json");
+  EXPECT_TRUE(throws_error([&] { nn::load_tiny_vae_decoder(d.string()); }, {"config.json", "missing"}));
+}
+
 TEST(Sd3, BadFoldersAndFilesAreRefusedByName) {
   const std::string d = fixture("bad");
   const nn::MMDiTConfig cfg = nn::read_diffusers_folder(d).transformer;
