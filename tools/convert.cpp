@@ -10,11 +10,18 @@
 //       Writes a freshly initialised model of CONFIG (a name such as tiny, or a config.json).
 //   vgg_convert info IN.safetensors
 //       Prints the layout, tensor count, element count and the inferred structure.
+//   vgg_convert folder SINGLE.safetensors OUT_DIR [--config NAME|config.json] [--vae-config config.json]
+//               [--shift S] [--dtype keep|f32|bf16] [--force]
+//       A Stability single-file SD3 / SD3.5 checkpoint (MMDiT + VAE, text encoders skipped) as a
+//       diffusers folder vgg_train --pipeline sd3 --model reads (nn/single_file.h). The configs are
+//       inferred from the weights unless given; the scheduler's shift defaults to 3.
 //
 // OUT is never overwritten without --force. Usage errors: one line, exit 2; runtime errors: one
 // line, exit 1.
 #include <algorithm>
 #include <charconv>
+#include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -25,6 +32,7 @@
 
 #include "nn/convert.h"
 #include "nn/mmdit.h"
+#include "nn/single_file.h"
 #include "tensor/error.h"
 #include "tensor/factory.h"
 #include "tensor/safetensors.h"
@@ -38,7 +46,9 @@ struct UsageError : std::runtime_error {
 constexpr const char* kUsage =
     "usage: vgg_convert IN OUT [--to diffusers|stability] [--dtype keep|f32|f64|bf16] [--prefix P] [--force]\n"
     "       vgg_convert init CONFIG OUT [--seed S] [--dtype f32|f64|bf16] [--force]\n"
-    "       vgg_convert info IN\n";
+    "       vgg_convert info IN\n"
+    "       vgg_convert folder SINGLE.safetensors OUT_DIR [--config NAME|config.json] [--vae-config config.json] [--shift S]\n"
+    "                   [--dtype keep|f32|bf16] [--force]\n";
 
 vgg::DType parse_dtype(const std::string& s) {
   if (s == "f32") return vgg::DType::F32;
@@ -55,6 +65,14 @@ void write_sorted(const std::string& out, vgg::nn::NamedTensors sd, const std::m
   vgg::save_safetensors(out, sd, meta);
 }
 
+std::string read_text(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) throw std::runtime_error("cannot open " + path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
 vgg::nn::MMDiTConfig config_from(const std::string& s) {
   if (s.size() > 5 && s.substr(s.size() - 5) == ".json") {
     std::ifstream f(s);
@@ -68,7 +86,9 @@ vgg::nn::MMDiTConfig config_from(const std::string& s) {
 
 int run(int argc, char** argv) {
   std::vector<std::string> pos;
-  std::string to, dtype = "keep", prefix = "model.diffusion_model.";
+  std::string to, dtype = "keep", prefix = "model.diffusion_model.", config, vae_config;
+  double shift = 3.0;
+  bool shift_given = false;
   bool force = false;
   uint64_t seed = 0;
   for (int i = 1; i < argc; ++i) {
@@ -93,6 +113,17 @@ int run(int argc, char** argv) {
       const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), seed, 10);
       if (v.empty() || v[0] == '-' || ec != std::errc() || end != v.data() + v.size())
         throw UsageError("--seed must be an integer in [0, 2^64), got '" + v + "'");
+    } else if (a == "--config") {
+      config = value();
+    } else if (a == "--vae-config") {
+      vae_config = value();
+    } else if (a == "--shift") {
+      const std::string v = value();
+      char* end = nullptr;
+      shift = std::strtod(v.c_str(), &end);
+      if (v.empty() || *end != '\0' || !std::isfinite(shift) || shift <= 0)
+        throw UsageError("--shift must be a positive number, got '" + v + "'");
+      shift_given = true;
     } else if (a == "--force") {
       force = true;
     } else if (a.size() > 1 && a[0] == '-') {
@@ -113,6 +144,24 @@ int run(int argc, char** argv) {
                 static_cast<long long>(n));
     return 0;
   }
+  if (!pos.empty() && pos[0] == "folder") {
+    if (pos.size() != 3) throw UsageError("folder takes SINGLE.safetensors and OUT_DIR");
+    vgg::nn::SingleFileOptions o;
+    if (!config.empty()) o.transformer = config_from(config);
+    if (!vae_config.empty()) o.vae = vgg::nn::VaeConfig::from_json(read_text(vae_config));
+    o.shift = shift;
+    if (dtype != "keep") o.dtype = parse_dtype(dtype);
+    o.force = force;
+    const vgg::nn::SingleFileReport r = vgg::nn::single_file_to_diffusers_folder(pos[1], pos[2], o);
+    std::printf("wrote %s: transformer (%lld tensors, %lld layers, width %lld%s), vae (%lld tensors), scheduler shift %g",
+                pos[2].c_str(), static_cast<long long>(r.transformer_tensors),
+                static_cast<long long>(r.transformer.num_layers), static_cast<long long>(r.transformer.dim()),
+                r.transformer.qk_norm ? ", qk-norm" : "", static_cast<long long>(r.vae_tensors), shift);
+    if (r.skipped) std::printf("; %lld other tensors (text encoders) skipped", static_cast<long long>(r.skipped));
+    std::printf("\n");
+    return 0;
+  }
+  if (!config.empty() || !vae_config.empty() || shift_given) throw UsageError("--config, --vae-config and --shift belong to 'folder'");
   if (!pos.empty() && pos[0] == "init") {
     if (pos.size() != 3) throw UsageError("init takes CONFIG and OUT");
     auto cfg = config_from(pos[1]);
