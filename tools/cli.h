@@ -1,5 +1,5 @@
-// Small command-line helpers shared by the binaries: "--flag value" / "--flag=value" parsing with
-// typed, range-checked getters, and a main() wrapper that turns errors into one line on stderr
+// Small command-line helpers shared by the binaries: "--flag value" / "--flag=value" parsing (CLI11)
+// with typed, range-checked getters, and a main() wrapper that turns errors into one line on stderr
 // with exit 2 (usage) or 1 (runtime).
 #pragma once
 #include <charconv>
@@ -15,6 +15,8 @@
 #include <system_error>
 #include <vector>
 
+#include <CLI/CLI.hpp>
+
 #include "tools/durable.h"
 
 namespace vgg::cli {
@@ -23,31 +25,71 @@ struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Strict conversions of one flag's text (name is the flag, for the message):
+//   integer: decimal digits with an optional '-', nothing before or after ("--steps= 8" is refused);
+//   real:    a decimal number (1, -0.5, 3e-4); no spaces, no '+', no hex floats, no inf or nan.
+inline std::string format_number(double x) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%g", x);
+  return b;
+}
+inline int64_t parse_integer(const std::string& name, const std::string& v, int64_t lo, int64_t hi = INT64_MAX) {
+  long long x = 0;
+  const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), x, 10);
+  if (v.empty() || ec != std::errc() || end != v.data() + v.size())
+    throw UsageError(name + " must be an integer, got '" + v + "'");
+  if (x < lo || x > hi)
+    throw UsageError(name + " must be in [" + std::to_string(lo) + ", " + (hi == INT64_MAX ? "inf" : std::to_string(hi)) +
+                     "], got " + v);
+  return x;
+}
+inline double parse_real(const std::string& name, const std::string& v, double lo, double hi) {
+  double x = 0;
+  const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), x, std::chars_format::general);
+  if (v.empty() || ec != std::errc() || end != v.data() + v.size() || !std::isfinite(x))
+    throw UsageError(name + " must be a number, got '" + v + "'");
+  if (x < lo || x > hi) throw UsageError(name + " must be in [" + format_number(lo) + ", " + format_number(hi) + "], got " + v);
+  return x;
+}
+
+// One line for a CLI11 parse error ("--steps needs a value", "--steps given twice", ...).
+inline std::string parse_error_line(const CLI::ParseError& e) {
+  std::string m = e.what();
+  if (const auto p = m.find(": 1 required"); p != std::string::npos && m.find("missing") != std::string::npos)
+    return m.substr(0, p) + " needs a value";
+  for (char& c : m)
+    if (c == '\n') c = ' ';
+  return m;
+}
+
+// The command line of the small tools, parsed by CLI11: "--flag value" and "--flag=value" for
+// value_flags, switches without a value, a later repeat of a flag overriding the earlier one; any
+// other "--name" is an error, everything else is positional. Typed, range-checked getters.
 class Flags {
  public:
-  // value_flags take a value, switches do not; anything else starting with "--" is an error.
   Flags(int argc, char** argv, const std::set<std::string>& value_flags, const std::set<std::string>& switches) {
-    for (int i = 1; i < argc; ++i) {
-      std::string a = argv[i];
-      if (a.rfind("--", 0) != 0 || a == "--") {
-        positional_.push_back(a);
-        continue;
-      }
-      std::string name = a, value;
-      bool inline_value = false;
-      if (auto eq = a.find('='); eq != std::string::npos) name = a.substr(0, eq), value = a.substr(eq + 1), inline_value = true;
-      if (switches.count(name)) {
-        if (inline_value) throw UsageError(name + " takes no value");
-        values_[name] = "1";
-      } else if (value_flags.count(name)) {
-        if (!inline_value) {
-          if (i + 1 >= argc) throw UsageError(name + " needs a value");
-          value = argv[++i];
-        }
-        values_[name] = value;
-      } else {
-        throw UsageError("unknown flag " + name + " (see --help)");
-      }
+    CLI::App app;
+    app.set_help_flag();
+    app.allow_extras();
+    std::map<std::string, bool> on;
+    for (const auto& f : value_flags)
+      app.add_option(f, values_[f])->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+    for (const auto& f : switches) app.add_flag(f, on[f]);
+    try {
+      app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+      throw UsageError(parse_error_line(e));
+    }
+    for (const auto& f : value_flags)
+      if (app.count(f) == 0)
+        values_.erase(f);
+      else if (values_[f].rfind("--", 0) == 0)  // "--steps --seed 3": CLI11 gives --steps the text "--seed"
+        throw UsageError(f + " needs a value (got the flag " + values_[f] + ")");
+    for (const auto& [f, v] : on)
+      if (app.count(f) > 0) values_[f] = "1";
+    for (const std::string& a : app.remaining()) {
+      if (a.rfind("--", 0) == 0 && a != "--") throw UsageError("unknown flag " + a.substr(0, a.find('=')) + " (see --help)");
+      if (a != "--") positional_.push_back(a);
     }
   }
   bool has(const std::string& name) const { return values_.count(name) > 0; }
@@ -58,37 +100,14 @@ class Flags {
   }
   int64_t integer(const std::string& name, int64_t def, int64_t lo, int64_t hi = INT64_MAX) const {
     auto it = values_.find(name);
-    if (it == values_.end()) return def;
-    const std::string& v = it->second;
-    // strict: decimal digits with an optional '-', nothing before or after ("--steps= 8" is refused)
-    long long x = 0;
-    const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), x, 10);
-    if (v.empty() || ec != std::errc() || end != v.data() + v.size())
-      throw UsageError(name + " must be an integer, got '" + v + "'");
-    if (x < lo || x > hi)
-      throw UsageError(name + " must be in [" + std::to_string(lo) + ", " + (hi == INT64_MAX ? "inf" : std::to_string(hi)) +
-                       "], got " + v);
-    return x;
+    return it == values_.end() ? def : parse_integer(name, it->second, lo, hi);
   }
   double real(const std::string& name, double def, double lo, double hi) const {
     auto it = values_.find(name);
-    if (it == values_.end()) return def;
-    const std::string& v = it->second;
-    // strict: a decimal number (1, -0.5, 3e-4); no spaces, no '+', no hex floats, no inf or nan
-    double x = 0;
-    const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), x, std::chars_format::general);
-    if (v.empty() || ec != std::errc() || end != v.data() + v.size() || !std::isfinite(x))
-      throw UsageError(name + " must be a number, got '" + v + "'");
-    if (x < lo || x > hi) throw UsageError(name + " must be in [" + fmt(lo) + ", " + fmt(hi) + "], got " + v);
-    return x;
+    return it == values_.end() ? def : parse_real(name, it->second, lo, hi);
   }
 
  private:
-  static std::string fmt(double x) {
-    char b[32];
-    std::snprintf(b, sizeof b, "%g", x);
-    return b;
-  }
   std::map<std::string, std::string> values_;
   std::vector<std::string> positional_;
 };

@@ -8,7 +8,8 @@ features); vggflow itself never imports Python.
     tools/convert_reward.py aesthetic --clip DIR --head sac+logos+ava1-l14-linearMSE.pth --out aesthetic.safetensors
 
     # PickScore: a transformers CLIPModel folder (yuvalkirstain/PickScore_v1); --prompts writes the
-    # prompts' text features (one per line) next to it
+    # prompts' text features next to it (a text file, one prompt per line, or the prompt embeddings
+    # file of tools/embed_prompts.py: the rows then follow its order, as vgg_train --text-features needs)
     tools/convert_reward.py pickscore --clip DIR --out pickscore.safetensors [--prompts P.txt --text-out T.safetensors]
 
     # HPSv2.1: an open_clip ViT-H/14 state dict (HPS_v2.1_compressed.pt); text features need open_clip
@@ -77,6 +78,29 @@ def save(path, tensors, cfg, force):
     print(f"wrote {path}: {len(tensors)} tensors", file=sys.stderr)
 
 
+def read_prompts(path):
+    """The prompt texts of a text file (one per line) or of a prompt embeddings file's "prompts"
+    metadata (tools/embed_prompts.py), so the text features follow the embeddings' row order."""
+    if not os.path.isfile(path):
+        fail(f"--prompts: {path} does not exist")
+    if path.endswith(".safetensors"):
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(n))
+        meta = header.get("__metadata__") or {}
+        if "prompts" not in meta:
+            fail(f"--prompts: {path} has no 'prompts' metadata (a prompt embeddings file from tools/embed_prompts.py)")
+        prompts = json.loads(meta["prompts"])
+        if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
+            fail(f"--prompts: {path}: metadata 'prompts' is not a list of strings")
+    else:
+        with open(path, encoding="utf-8") as f:
+            prompts = [l.strip() for l in f if l.strip()]
+    if not prompts:
+        fail(f"{path} holds no prompts")
+    return prompts
+
+
 def text_features(args, encode):
     if not args.prompts:
         return
@@ -84,10 +108,7 @@ def text_features(args, encode):
         fail("--prompts needs --text-out FILE.safetensors")
     import torch
     from safetensors.torch import save_file
-    with open(args.prompts) as f:
-        prompts = [l.strip() for l in f if l.strip()]
-    if not prompts:
-        fail(f"{args.prompts} holds no prompts")
+    prompts = read_prompts(args.prompts)
     with torch.no_grad():
         t = torch.cat([encode(prompts[i:i + 32]) for i in range(0, len(prompts), 32)])
     if os.path.exists(args.text_out) and not args.force:
@@ -103,7 +124,8 @@ def main():
     ap.add_argument("--head", help="aesthetic: the MLP head's .pth")
     ap.add_argument("--open-clip", help="hps: the open_clip state dict (.pt)")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--prompts", help="a text file, one prompt per line: write their text features")
+    ap.add_argument("--prompts", help="a text file (one prompt per line) or a prompt embeddings file "
+                    "(tools/embed_prompts.py, its prompts in row order): write their text features")
     ap.add_argument("--text-out")
     ap.add_argument("--force", action="store_true")
     args = ap.parse_args()

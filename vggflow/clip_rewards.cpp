@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <map>
+#include <nlohmann/json.hpp>
 
 #include "autograd/ops.h"
 #include "tensor/error.h"
@@ -74,26 +75,58 @@ std::string ClipReward::name() const {
   return kind_ == ClipRewardKind::Aesthetic ? "aesthetic" : kind_ == ClipRewardKind::HPS ? "hps" : "pickscore";
 }
 
+Tensor ClipReward::normalised_text(const Tensor& t) const {
+  const int64_t p = tower_->config().projection_dim;
+  Tensor x = t.dim() == 1 ? ops::reshape(t, {1, p}) : t;
+  x = ops::to(ops::to(x, tower_->param_dtype()), tower_->param_device());
+  return ops::div(x, ops::norm(x, 2.0, {1}, true));
+}
+
 void ClipReward::set_text_features(const Tensor& t) {
   const int64_t p = tower_->config().projection_dim;
   VGG_CHECK(t.defined() && (t.dim() == 1 || t.dim() == 2) && t.size(-1) == p, name(), ": text features must be [", p,
             "] or [B, ", p, "], got ", t.defined() ? describe(t) : "undefined");
-  Tensor x = t.dim() == 1 ? ops::reshape(t, {1, p}) : t;
-  x = ops::to(ops::to(x, tower_->param_dtype()), tower_->param_device());
-  text_ = ops::div(x, ops::norm(x, 2.0, {1}, true));
+  text_ = normalised_text(t);
+}
+
+void ClipReward::set_prompt_features(const Tensor& t) {
+  const int64_t p = tower_->config().projection_dim;
+  VGG_CHECK(t.defined() && t.dim() == 2 && t.size(1) == p && t.size(0) >= 1, name(),
+            ": prompt text features must be [N, ", p, "], got ", t.defined() ? describe(t) : "undefined");
+  table_ = normalised_text(t);
+}
+
+Tensor ClipReward::embed(const Tensor& x) const {
+  VGG_CHECK(x.dim() == 4 && x.size(1) == 3, name(), " reward: expects images [B, 3, H, W] in [-1, 1], got ", describe(x));
+  Tensor img = ops::to(ops::to(x, tower_->param_dtype()), tower_->param_device());
+  return tower_->forward(nn::clip_preprocess(ops::mul(ops::add(img, 1.0), 0.5), tower_->config().image_size));
+}
+
+Tensor ClipReward::against(const Tensor& x, const Tensor& text) const {
+  Tensor e = embed(x);
+  VGG_CHECK(text.size(0) == 1 || text.size(0) == x.size(0), name(), " reward: ", text.size(0), " text features for ",
+            x.size(0), " images");
+  Tensor en = ops::div(e, ops::norm(e, 2.0, {1}, true));
+  Tensor cos = ops::sum(ops::mul(en, text), {1});
+  return logit_scale_exp_ == 1.0 ? cos : ops::mul(cos, logit_scale_exp_);
 }
 
 Tensor ClipReward::operator()(const Tensor& x) const {
-  VGG_CHECK(x.dim() == 4 && x.size(1) == 3, name(), " reward: expects images [B, 3, H, W] in [-1, 1], got ", describe(x));
-  Tensor img = ops::to(ops::to(x, tower_->param_dtype()), tower_->param_device());
-  Tensor e = tower_->forward(nn::clip_preprocess(ops::mul(ops::add(img, 1.0), 0.5), tower_->config().image_size));
-  if (kind_ == ClipRewardKind::Aesthetic) return head_->forward(e);
+  if (kind_ == ClipRewardKind::Aesthetic) return head_->forward(embed(x));
   VGG_CHECK(text_.defined(), name(), " reward: no text features (set_text_features)");
-  VGG_CHECK(text_.size(0) == 1 || text_.size(0) == x.size(0), name(), " reward: ", text_.size(0), " text features for ",
-            x.size(0), " images");
-  Tensor en = ops::div(e, ops::norm(e, 2.0, {1}, true));
-  Tensor cos = ops::sum(ops::mul(en, text_), {1});
-  return logit_scale_exp_ == 1.0 ? cos : ops::mul(cos, logit_scale_exp_);
+  return against(x, text_);
+}
+
+Tensor ClipReward::score(const Tensor& x, const Tensor& ids) const {
+  if (kind_ == ClipRewardKind::Aesthetic) return (*this)(x);
+  VGG_CHECK(table_.defined(), name(), " reward: no prompt text features (set_prompt_features)");
+  VGG_CHECK(ids.defined() && ids.dim() == 1 && ids.size(0) == x.size(0), name(), " reward: needs one prompt id per image (",
+            x.size(0), "), got ", ids.defined() ? describe(ids) : "none");
+  Tensor host = ops::to(ops::to(ids, DType::I64), Device::cpu());
+  for (double id : host.to_vector())
+    VGG_CHECK(id >= 0 && id < static_cast<double>(table_.size(0)), name(), " reward: prompt id ", id,
+              " is out of range for ", table_.size(0), " prompts' text features");
+  return against(x, ops::index_select(table_, 0, ops::to(host, table_.device())));
 }
 
 Tensor load_text_features(const std::string& path, int64_t index) {
@@ -105,6 +138,36 @@ Tensor load_text_features(const std::string& path, int64_t index) {
   VGG_CHECK(t->dim() == 2, path, ": text_features must be [N, P], got ", describe(*t));
   VGG_CHECK(index >= 0 && index < t->size(0), path, ": prompt index ", index, " is out of range for ", t->size(0), " prompts");
   return ops::reshape(ops::narrow(*t, 0, index, 1), {t->size(1)});
+}
+
+}  // namespace vgg::flow
+
+namespace vgg::flow {
+
+TextFeatures load_text_features_table(const std::string& path) {
+  SafetensorsFile f = load_safetensors(path);
+  const Tensor* t = f.find("text_features");
+  VGG_CHECK(t != nullptr, path, ": no 'text_features' tensor");
+  VGG_CHECK(t->dim() == 2 && t->size(0) >= 1, path, ": text_features must be [N, P], got ", describe(*t));
+  TextFeatures out;
+  out.table = *t;
+  auto it = f.metadata.find("prompts");
+  if (it != f.metadata.end()) {
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(it->second);
+    } catch (const std::exception&) {
+      VGG_FAIL(path, ": metadata 'prompts' is not JSON");
+    }
+    VGG_CHECK(j.is_array(), path, ": metadata 'prompts' must be a JSON list of strings");
+    for (const auto& e : j) {
+      VGG_CHECK(e.is_string(), path, ": metadata 'prompts' must be a JSON list of strings");
+      out.prompts.push_back(e.get<std::string>());
+    }
+    VGG_CHECK(static_cast<int64_t>(out.prompts.size()) == t->size(0), path, ": ", out.prompts.size(),
+              " prompts in the metadata for ", t->size(0), " rows of text_features");
+  }
+  return out;
 }
 
 }  // namespace vgg::flow

@@ -12,6 +12,7 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "nn/clip.h"
 #include "vggflow/rewards.h"
@@ -30,6 +31,11 @@ class ClipReward : public Reward {
   Tensor operator()(const Tensor& x) const override;
   // [P] for every image, or [B, P] one per image (normalised here)
   void set_text_features(const Tensor& features);
+  // Training: one row per prompt [N, P] (normalised here); score(x, ids) scores image i against
+  // row ids[i] (the prompt table of the SD3 pipeline's prompt embeddings, in the same order).
+  void set_prompt_features(const Tensor& table);
+  Tensor score(const Tensor& x, const Tensor& ids) const override;
+  bool uses_prompts() const override { return kind_ != ClipRewardKind::Aesthetic; }
   const nn::ClipVisionWithProjection& tower() const { return *tower_; }
   // Activation checkpointing of the tower's layers: ∇ₓr recomputes each layer instead of keeping
   // its activations (the decode → CLIP → reward chain at 1024²; nn/vae.h has the decoder's).
@@ -40,10 +46,21 @@ class ClipReward : public Reward {
   std::shared_ptr<nn::ClipVisionWithProjection> tower_;
   std::shared_ptr<nn::AestheticMLP> head_;
   double logit_scale_exp_ = 1.0;
-  Tensor text_;
+  Tensor text_, table_;
+  Tensor normalised_text(const Tensor& t) const;                     // [P] or [B, P] -> [1 or B, P] on the tower
+  Tensor embed(const Tensor& x) const;                               // images -> normalised or head-ready embedding
+  Tensor against(const Tensor& x, const Tensor& text) const;         // the reward with these text rows
 };
 
 // Row `index` of a text-features file's "text_features" [N, P] (checked), as [P].
 Tensor load_text_features(const std::string& path, int64_t index);
+
+// A whole text-features file (tools/convert_reward.py --prompts): the table [N, P] and the prompt
+// texts of its metadata "prompts" (empty when the file has none).
+struct TextFeatures {
+  Tensor table;
+  std::vector<std::string> prompts;
+};
+TextFeatures load_text_features_table(const std::string& path);
 
 }  // namespace vgg::flow

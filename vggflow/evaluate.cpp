@@ -49,8 +49,8 @@ EvalReference make_reference(const FlowModel& base, FeatureNet& fb, const ImageS
   EvalReference ref;
   ref.opt = o;
   const std::vector<int64_t> ids = per_class_ids(n);
-  ref.base_images_a = sample_images(base.velocity(), *base.prompts, ids, o.sampling, o.seed);
-  Tensor b = sample_images(base.velocity(), *base.prompts, ids, o.sampling, o.seed + 1);
+  ref.base_images_a = sample_images(base.velocity(), *base.prompts, ids, o.sampling, o.seed, 32, 80, o.device);
+  Tensor b = sample_images(base.velocity(), *base.prompts, ids, o.sampling, o.seed + 1, 32, 80, o.device);
   Tensor ea = embed_all(fb, ref.base_images_a), eb = embed_all(fb, b);
   for (int64_t c = 0; c < 10; ++c) {
     ref.base_b.push_back(fit_gaussian(ops::narrow(eb, 0, c * n, n)));
@@ -94,6 +94,7 @@ std::string reference_key(const EvalOptions& o, const std::vector<std::string>& 
   k.precision(17);
   k << "eval-reference v1 n=" << o.per_prompt << " div=" << o.diversity_n << " seed=" << o.seed
     << " steps=" << o.sampling.steps << " shift=" << o.sampling.shift << " guidance=" << o.sampling.guidance;
+  if (o.device.is_cuda()) k << " sampled-on-cuda";  // GPU kernels round differently from the CPU's
   std::vector<std::string> sorted = files;
   std::sort(sorted.begin(), sorted.end());
   for (const std::string& f : sorted) k << " " << std::hex << fnv1a_file(f) << std::dec;

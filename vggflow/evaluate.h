@@ -27,6 +27,7 @@ struct EvalOptions {
   int64_t diversity_n = 16;  // samples per prompt in the diversity metric
   uint64_t seed = 1234;      // seed A (the model's samples); seed B = seed + 1 (the base reference)
   SampleOptions sampling;
+  Device device = Device::cpu();  // where the samples' trajectories live (the model's device)
 };
 
 // Everything about the base model and the real data that does not change during a run.

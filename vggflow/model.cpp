@@ -89,12 +89,13 @@ std::vector<int64_t> per_class_ids(int64_t n) {
 }
 
 Tensor sample_images(const VelocityFn& f, const PromptEncoder& prompts, const std::vector<int64_t>& ids,
-                     const SampleOptions& o, uint64_t seed, int64_t image_size, int64_t chunk) {
-  return ops::clamp(sample_latents(f, prompts, ids, o, seed, 1, image_size, chunk), -1.0, 1.0);
+                     const SampleOptions& o, uint64_t seed, int64_t image_size, int64_t chunk, Device device) {
+  return ops::clamp(sample_latents(f, prompts, ids, o, seed, 1, image_size, chunk, device), -1.0, 1.0);
 }
 
 Tensor sample_latents(const VelocityFn& f, const PromptEncoder& prompts, const std::vector<int64_t>& ids,
-                      const SampleOptions& o, uint64_t seed, int64_t channels, int64_t size, int64_t chunk) {
+                      const SampleOptions& o, uint64_t seed, int64_t channels, int64_t size, int64_t chunk,
+                      Device device) {
   VGG_CHECK(!ids.empty(), "sample_images: no prompts");
   VGG_CHECK(channels >= 1 && size >= 1 && chunk >= 1, "sample_latents: bad latent shape or chunk");
   NoGradGuard ng;
@@ -106,7 +107,11 @@ Tensor sample_latents(const VelocityFn& f, const PromptEncoder& prompts, const s
     const int64_t b = std::min(chunk, n - i);
     std::vector<int64_t> part(ids.begin() + i, ids.begin() + i + b), empty(static_cast<size_t>(b), prompts.empty_id());
     Conditioning cond = prompts.encode(from_vector(part, {b})), uncond = prompts.encode(from_vector(empty, {b}));
-    out.push_back(sample_euler(f, ops::narrow(noise, 0, i, b), cond, uncond, o));
+    if (!device.is_cpu()) {
+      cond = {ops::to(cond.context, device), ops::to(cond.pooled, device)};
+      uncond = {ops::to(uncond.context, device), ops::to(uncond.pooled, device)};
+    }
+    out.push_back(ops::to(sample_euler(f, ops::to(ops::narrow(noise, 0, i, b), device), cond, uncond, o), Device::cpu()));
   }
   return ops::cat(out, 0);
 }

@@ -18,6 +18,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "tensor/tensor.h"
@@ -31,6 +32,27 @@ class Reward {
   virtual std::string name() const = 0;
   // x [B, 1, H, W] -> r [B], differentiable w.r.t. x
   virtual Tensor operator()(const Tensor& x) const = 0;
+  // Rewards of (image, prompt) pairs (HPSv2.1, PickScore) score sample i against prompt ids[i]
+  // (ids [B], i64: the prompt ids a rollout drew); a prompt-free reward ignores ids.
+  virtual Tensor score(const Tensor& x, const Tensor& ids) const {
+    (void)ids;
+    return (*this)(x);
+  }
+  virtual bool uses_prompts() const { return false; }
+};
+
+// A reward bound to one batch's prompts: (*this)(x) is reward.score(x, ids). The methods bind the
+// reward to each rollout's prompt ids, as they bind the velocity fields to its conditioning, so
+// every loss is written over one prompt-free Reward. Keeps a reference: `reward` must outlive it.
+class PromptBoundReward final : public Reward {
+ public:
+  PromptBoundReward(const Reward& reward, Tensor ids) : r_(reward), ids_(std::move(ids)) {}
+  std::string name() const override { return r_.name(); }
+  Tensor operator()(const Tensor& x) const override { return r_.score(x, ids_); }
+
+ private:
+  const Reward& r_;
+  Tensor ids_;
 };
 
 // Pixel rewards: "brightness", "contrast", "symmetry".

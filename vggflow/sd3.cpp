@@ -52,7 +52,9 @@ FlowModel load_sd3_flow_model(const nn::DiffusersFolder& f, const std::string& p
   m.cfg = f.transformer;
   m.net = nn::load_diffusers_transformer(f, o);
   m.net->requires_grad_(false);
-  m.prompts = load_prompt_embeddings(prompts_file, m.cfg, o).encoder;
+  PromptEmbeddings pe = load_prompt_embeddings(prompts_file, m.cfg, o);
+  m.prompts = pe.encoder;
+  m.prompt_texts = std::move(pe.texts);
   m.sampling.shift = f.shift;
   m.latent_channels = f.vae.latent_channels;
   m.latent_size = resolution / scale;
@@ -65,9 +67,12 @@ FlowModel load_sd3_flow_model(const nn::DiffusersFolder& f, const std::string& p
 DecodedReward::DecodedReward(Decoder decode, std::shared_ptr<Reward> image_reward, Device device, DType dtype)
     : decode_(std::move(decode)), image_reward_(std::move(image_reward)), device_(device), dtype_(dtype) {}
 
-Tensor DecodedReward::operator()(const Tensor& latents) const {
+Tensor DecodedReward::operator()(const Tensor& latents) const { return score(latents, Tensor()); }
+
+Tensor DecodedReward::score(const Tensor& latents, const Tensor& ids) const {
   Tensor z = ops::to(ops::to(latents, dtype_), device_);
-  Tensor r = (*image_reward_)(ops::clamp(decode_(z), -1.0, 1.0));
+  Tensor img = ops::clamp(decode_(z), -1.0, 1.0);
+  Tensor r = ids.defined() ? image_reward_->score(img, ids) : (*image_reward_)(img);
   return ops::to(ops::to(r, latents.device()), latents.dtype());
 }
 

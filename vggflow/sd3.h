@@ -47,6 +47,8 @@ class DecodedReward : public Reward {
   DecodedReward(Decoder decode, std::shared_ptr<Reward> image_reward, Device device, DType dtype);
   std::string name() const override { return image_reward_->name(); }
   Tensor operator()(const Tensor& latents) const override;
+  Tensor score(const Tensor& latents, const Tensor& ids) const override;  // the image reward's score with ids
+  bool uses_prompts() const override { return image_reward_->uses_prompts(); }
   Tensor images(const Tensor& latents) const;  // clamp(decode(z), −1, 1) on the latents' device, no graph
 
  private:

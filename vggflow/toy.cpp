@@ -12,6 +12,7 @@
 #include "tensor/error.h"
 #include "tensor/factory.h"
 #include "vggflow/methods/adjoint.h"
+#include "vggflow/methods/method.h"
 
 namespace vgg::flow::toy {
 
@@ -181,6 +182,64 @@ double sliced_w2(const Tensor& a, const Tensor& b, int64_t projections, Generato
   return std::sqrt(s / static_cast<double>(n * th.size()));
 }
 
+namespace {
+
+// The toy's methods over its MLP fields, behind the trainers' one interface (methods/method.h).
+// ReFL: x̂₁ from a random step among the last quarter; DRaFT-1: the last Euler step.
+class ToyMethod final : public m::Method {
+ public:
+  ToyMethod(const ToyOptions& o, std::shared_ptr<VelocityMLP> theta, std::shared_ptr<VelocityMLP> nu_net,
+            const VelocityMLP& base, const Reward& reward)
+      : o_(o), theta_(std::move(theta)), nu_net_(std::move(nu_net)), reward_(reward), sig_(toy_sigmas(o.sample_steps)) {
+    const double beta = o.beta;
+    const auto nu_net_p = nu_net_;
+    nu_ = [nu_net_p, beta](const Tensor& x, const Tensor& s) { return ops::mul(nu_net_p->forward(x, s), 1.0 / beta); };
+    f_ = m::Fields{theta_->field(), theta_->field(), base.field()};
+    vo_.beta = beta, vo_.alpha = o.alpha, vo_.eta = o.eta, vo_.bins = 2;
+    vo_.derivatives = o.method == "vggflow-exact" ? m::Derivatives::Exact : m::Derivatives::FiniteDifference;
+    ao_.beta = beta, ao_.bins = 2, ao_.times = 4;
+  }
+  std::string name() const override { return o_.method; }
+  bool learns_value() const { return o_.method == "vggflow" || o_.method == "vggflow-exact"; }
+  std::vector<nn::ParamGroup> extra_groups() const override {
+    if (!learns_value()) return {};
+    nn::ParamGroup g;
+    g.name = "phi", g.params = nu_net_->parameters(), g.lr = o_.lr_value, g.weight_decay = 0, g.max_grad_norm = 1.0;
+    return {g};
+  }
+  Tensor loss(int64_t batch, Generator& gen, nlohmann::json&) override {
+    const std::string& meth = o_.method;
+    const int64_t N = o_.sample_steps;
+    Tensor x0 = randn({batch, 2}, opts(DType::F64), &gen);
+    if (meth == "am") return m::am_loss(f_, reward_, x0, sig_, ao_, gen, nullptr);
+    if (meth == "refl" || meth == "draft") {
+      const double u = rand({1}, opts(DType::F64), &gen).item();
+      const int64_t lo = (3 * N + 3) / 4;
+      const int64_t k = meth == "draft" ? N - 1 : std::min(N - 1, lo + static_cast<int64_t>(u * static_cast<double>(N - lo)));
+      const auto ku = static_cast<size_t>(k);
+      std::vector<Tensor> xs = euler_rollout(theta_->field(), x0, std::vector<float>(sig_.begin(), sig_.begin() + k + 1));
+      Tensor sk = full({batch}, sig_[ku], opts(DType::F64));
+      const double h = meth == "draft" ? static_cast<double>(sig_[ku]) - sig_[ku + 1] : static_cast<double>(sig_[ku]);
+      return ops::neg(ops::mean(reward_(ops::sub(xs.back(), ops::mul(theta_->forward(xs.back(), sk), h)))));
+    }
+    std::vector<Tensor> xs = euler_rollout(theta_->field(), x0, sig_);
+    return meth == "pmp" ? m::pmp_loss(f_, reward_, xs, sig_, ao_, gen, nullptr)
+                         : m::vggflow_loss(f_, nu_, reward_, xs, sig_, vo_, gen, nullptr);
+  }
+
+ private:
+  ToyOptions o_;
+  std::shared_ptr<VelocityMLP> theta_, nu_net_;
+  const Reward& reward_;
+  std::vector<float> sig_;
+  Field nu_;
+  m::Fields f_;
+  m::VGGFlowOptions vo_;
+  m::AdjointOptions ao_;
+};
+
+}  // namespace
+
 ToyResult run_method(const VelocityMLP& base, const Reward& reward, const Tensor& target, const Tensor& eval_noise,
                      const ToyOptions& o) {
   const std::string& meth = o.method;
@@ -194,22 +253,13 @@ ToyResult run_method(const VelocityMLP& base, const Reward& reward, const Tensor
   theta->requires_grad_(true);
   auto nu_net = std::make_shared<VelocityMLP>(64, o.seed + 77, 1e-3);
   const double beta = o.beta;
-  Field nu = [&](const Tensor& x, const Tensor& s) { return ops::mul(nu_net->forward(x, s), 1.0 / beta); };
-  m::Fields f{theta->field(), theta->field(), base.field()};
+  ToyMethod method(o, theta, nu_net, base, reward);
   std::vector<nn::ParamGroup> groups(1);
   groups[0].name = "theta", groups[0].params = theta->parameters(), groups[0].lr = o.lr;
   groups[0].weight_decay = 0, groups[0].max_grad_norm = 1.0;
-  if (vgg) {
-    nn::ParamGroup g;
-    g.name = "phi", g.params = nu_net->parameters(), g.lr = o.lr_value, g.weight_decay = 0, g.max_grad_norm = 1.0;
-    groups.push_back(g);
-  }
+  for (auto& g : method.extra_groups()) groups.push_back(g);
   nn::AdamW opt(groups);
-  m::VGGFlowOptions vo;
-  vo.beta = beta, vo.alpha = o.alpha, vo.eta = o.eta, vo.bins = 2;
-  vo.derivatives = meth == "vggflow-exact" ? m::Derivatives::Exact : m::Derivatives::FiniteDifference;
-  m::AdjointOptions ao;
-  ao.beta = beta, ao.bins = 2, ao.times = 4;
+  m::Updater updater(opt, groups);
   const std::vector<float> sig = toy_sigmas(o.sample_steps);
   const int64_t N = o.sample_steps;
 
@@ -234,28 +284,7 @@ ToyResult run_method(const VelocityMLP& base, const Reward& reward, const Tensor
   evaluate(0);
   for (int64_t step = 0; step < o.updates; ++step) {
     Generator gen(o.seed, 5000 + static_cast<uint64_t>(step));
-    Tensor x0 = randn({o.batch, 2}, opts(DType::F64), &gen);
-    Tensor loss;
-    if (meth == "am") {
-      loss = m::am_loss(f, reward, x0, sig, ao, gen, nullptr);
-    } else if (meth == "refl" || meth == "draft") {
-      // ReFL: x̂₁ from a random step among the last quarter; DRaFT-1: the last Euler step
-      const double u = rand({1}, opts(DType::F64), &gen).item();
-      const int64_t lo = (3 * N + 3) / 4;
-      const int64_t k = meth == "draft" ? N - 1 : std::min(N - 1, lo + static_cast<int64_t>(u * static_cast<double>(N - lo)));
-      std::vector<Tensor> xs = euler_rollout(theta->field(), x0, std::vector<float>(sig.begin(), sig.begin() + k + 1));
-      Tensor sk = full({o.batch}, sig[static_cast<size_t>(k)], opts(DType::F64));
-      const double h = meth == "draft" ? static_cast<double>(sig[static_cast<size_t>(k)]) - sig[static_cast<size_t>(k + 1)]
-                                       : static_cast<double>(sig[static_cast<size_t>(k)]);
-      loss = ops::neg(ops::mean(reward(ops::sub(xs.back(), ops::mul(theta->forward(xs.back(), sk), h)))));
-    } else {
-      std::vector<Tensor> xs = euler_rollout(theta->field(), x0, sig);
-      loss = meth == "pmp" ? m::pmp_loss(f, reward, xs, sig, ao, gen, nullptr)
-                           : m::vggflow_loss(f, nu, reward, xs, sig, vo, gen, nullptr);
-    }
-    opt.zero_grad();
-    backward(loss);
-    opt.step();
+    updater.update(1, [&](int64_t, nlohmann::json& part) { return method.loss(o.batch, gen, part); });
     if ((o.eval_every > 0 && (step + 1) % o.eval_every == 0) || step + 1 == o.updates) evaluate(step + 1);
   }
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -73,6 +73,15 @@ void write_tiny_sd3_folder(const std::string& dir) {
   save_safetensors((d / "prompts.safetensors").string(),
                    std::vector<std::pair<std::string, Tensor>>{{"tokens", randn({4, 6, 16}, {}, &pg)}, {"pooled", randn({4, 8}, {}, &pg)}},
                    {{"prompts", R"(["a cat", "a dog", "a bird"])"}});
+  // the prompts' text features for the tiny HPS / PickScore rewards (projection 16), as
+  // tools/convert_reward.py --prompts writes them, and a file whose prompts do not match
+  Generator tg(8);
+  const Tensor text = randn({3, 16}, {}, &tg);
+  save_safetensors((d / "text_features.safetensors").string(), std::vector<std::pair<std::string, Tensor>>{{"text_features", text}},
+                   {{"prompts", R"(["a cat", "a dog", "a bird"])"}});
+  save_safetensors((d / "text_features_other.safetensors").string(),
+                   std::vector<std::pair<std::string, Tensor>>{{"text_features", text}},
+                   {{"prompts", R"(["a cat", "a cow", "a bird"])"}});
 }
 
 }  // namespace vgg::test

@@ -83,3 +83,46 @@ TEST(ClipRewards, BadFilesAndInputsAreRefusedInOneLine) {
   EXPECT_TRUE(throws_error([&] { ae(zeros({1, 1, 8, 8}, {DType::F64})); }, {"aesthetic reward", "[B, 3, H, W]"}));
   EXPECT_TRUE(throws_error([] { flow::parse_clip_reward("clipscore"); }, {"unknown CLIP reward 'clipscore'"}));
 }
+
+// Training scores each image against its own prompt: score(x, ids) with a prompt table equals the
+// reward with that row set as the text features, image by image; its gradient flows to x. The
+// aesthetic reward ignores ids. Bad ids and tables are refused by name.
+TEST(ClipRewards, ScoreUsesEachSamplesPromptRow) {
+  const std::string tf = test::data_path("clip/text_features_tiny.safetensors");
+  const flow::TextFeatures table = flow::load_text_features_table(tf);
+  ASSERT_EQ(table.table.shape(), (Shape{3, 16}));
+  EXPECT_TRUE(table.prompts.empty());  // the golden file carries no prompt texts
+  Tensor one = image();
+  Tensor x = ops::cat({one, ops::neg(one), ops::mul(one, 0.5), ops::clamp(ops::add(one, 0.3), -1.0, 1.0)}, 0);
+  const Tensor ids = from_vector(std::vector<int64_t>{2, 0, 1, 2}, {4});
+  for (auto kind : {flow::ClipRewardKind::HPS, flow::ClipRewardKind::PickScore}) {
+    flow::ClipReward r(test::data_path(kind == flow::ClipRewardKind::HPS ? "clip/reward_hps_tiny.safetensors"
+                                                                         : "clip/reward_pickscore_tiny.safetensors"),
+                       kind, DType::F64);
+    EXPECT_TRUE(r.uses_prompts());
+    EXPECT_TRUE(throws_error([&] { r.score(x, ids); }, {"no prompt text features"}));
+    r.set_prompt_features(table.table);
+    Tensor xg = x.detach().requires_grad_(true);
+    Tensor s = r.score(xg, ids);
+    ASSERT_EQ(s.shape(), (Shape{4}));
+    for (int64_t i = 0; i < 4; ++i) {
+      r.set_text_features(flow::load_text_features(tf, static_cast<int64_t>(ids.at({i}))));
+      EXPECT_NEAR(s.at({i}), r(ops::narrow(x, 0, i, 1)).item(), 1e-12) << i;
+    }
+    // a different prompt gives a different score (the rows are not all alike)
+    EXPECT_NE(s.at({1}), r.score(ops::narrow(x, 0, 1, 1), from_vector(std::vector<int64_t>{1}, {1})).item());
+    const double gn = ops::sum(ops::abs(grad({ops::sum(s)}, {xg})[0])).item();
+    EXPECT_TRUE(std::isfinite(gn) && gn > 0);
+    EXPECT_TRUE(throws_error([&] { r.score(x, from_vector(std::vector<int64_t>{0, 1, 3, 0}, {4})); },
+                             {"prompt id 3", "3 prompts"}));
+    EXPECT_TRUE(throws_error([&] { r.score(x, from_vector(std::vector<int64_t>{0, 1}, {2})); }, {"one prompt id per image (4)"}));
+    EXPECT_TRUE(throws_error([&] { r.set_prompt_features(zeros({3, 5}, {DType::F64})); }, {"must be [N, 16]"}));
+  }
+  flow::ClipReward ae(test::data_path("clip/reward_aesthetic_tiny.safetensors"), flow::ClipRewardKind::Aesthetic, DType::F64);
+  EXPECT_FALSE(ae.uses_prompts());
+  EXPECT_TRUE(test::all_close(ae.score(x, ids), ae(x), 0, 0));
+  // a bound reward is the prompt-free view the methods see
+  flow::ClipReward pick(test::data_path("clip/reward_pickscore_tiny.safetensors"), flow::ClipRewardKind::PickScore, DType::F64);
+  pick.set_prompt_features(table.table);
+  EXPECT_TRUE(test::all_close(flow::PromptBoundReward(pick, ids)(x), pick.score(x, ids), 0, 0));
+}

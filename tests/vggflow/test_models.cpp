@@ -53,5 +53,21 @@ TEST(ShippedModels, BaseModelLoadsAndFollowsItsPrompts) {
   EXPECT_GE(flow::class_accuracy(*fb, imgs, from_vector(labels, {30})), 0.6);
 }
 
+// Evaluation samples where the model lives: on the fake device (host memory under a device identity,
+// the CPU's kernels; an op mixing devices fails as on a GPU) the trajectories stay there and the
+// images equal the host's bit for bit.
+TEST(ShippedModels, SamplingOnTheModelsDeviceGivesTheHostsImages) {
+  flow::FlowModel host = flow::load_flow_model(models() + "/base");
+  flow::FlowModel dev = flow::load_flow_model(models() + "/base");
+  dev.net->to(Device::fake());
+  const std::vector<int64_t> ids = {0, 3, 7, 9, 9};
+  flow::SampleOptions so = host.sampling;
+  so.steps = 3;
+  Tensor a = flow::sample_images(host.velocity(), *host.prompts, ids, so, 5, 32, 2);
+  Tensor b = flow::sample_images(dev.velocity(), *dev.prompts, ids, so, 5, 32, 2, Device::fake());
+  EXPECT_TRUE(b.device().is_cpu());
+  EXPECT_TRUE(all_close(a, b, 0, 0));
+}
+
 }  // namespace
 }  // namespace vgg::test

@@ -4,7 +4,7 @@
 
 VGG_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 VGG_DEBS=(cmake g++ ninja-build pkg-config libopenblas-dev libopenblas-openmp-dev libgtest-dev libgmock-dev libbenchmark-dev
-          nlohmann-json3-dev libcli11-dev libpng-dev zlib1g-dev python3 dataset-fashion-mnist)
+          nlohmann-json3-dev libcli11-dev libopenmpi-dev openmpi-bin libpng-dev zlib1g-dev python3 dataset-fashion-mnist)
 
 vgg_log() { printf '[vggflow] %s\n' "$*" >&2; }
 

@@ -255,12 +255,14 @@ Tensor pmp_loss(const Fields& f, const Reward& reward, const std::vector<Tensor>
 Tensor am_loss(const Policy& p, const Reward& reward, int64_t batch, int64_t steps, double shift,
                const AdjointOptions& o, Generator& gen, AdjointStats* stats) {
   Rollout r = sample_rollout(p, batch, steps, shift, gen, /*upto=*/0);  // prompts, schedule, X₀
-  return am_loss(policy_fields(p, r.cond, r.uncond), reward, r.latents[0], r.sigmas, o, gen, stats);
+  return am_loss(policy_fields(p, r.cond, r.uncond), PromptBoundReward(reward, r.ids), r.latents[0], r.sigmas, o, gen,
+                 stats);
 }
 
 Tensor pmp_loss(const Policy& p, const Reward& reward, const Rollout& r, const AdjointOptions& o, Generator& gen,
                 AdjointStats* stats) {
-  return pmp_loss(policy_fields(p, r.cond, r.uncond), reward, r.latents, r.sigmas, o, gen, stats);
+  return pmp_loss(policy_fields(p, r.cond, r.uncond), PromptBoundReward(reward, r.ids), r.latents, r.sigmas, o, gen,
+                  stats);
 }
 
 }  // namespace vgg::flow::methods

@@ -47,7 +47,7 @@ Tensor refl_loss(const Policy& p, const Reward& reward, int64_t batch, int64_t s
   Tensor x1 = ops::sub(s.x, ops::mul(per_sample(sigma, s.x), u));  // x̂₁ with the graph through u
   BaselineStats st;
   st.step = k;
-  Tensor loss = objective(reward, x1, relu, &st.reward);
+  Tensor loss = objective(PromptBoundReward(reward, s.r.ids), x1, relu, &st.reward);
   if (stats) *stats = st;
   return loss;
 }
@@ -59,7 +59,7 @@ Tensor draft_loss(const Policy& p, const Reward& reward, int64_t batch, int64_t 
   Tensor x1 = euler_steps(p, s.x, s.r.sigmas, steps - k, steps, s.r.cond, s.r.uncond);
   BaselineStats st;
   st.step = steps - k;
-  Tensor loss = objective(reward, x1, relu, &st.reward);
+  Tensor loss = objective(PromptBoundReward(reward, s.r.ids), x1, relu, &st.reward);
   if (stats) *stats = st;
   return loss;
 }
@@ -78,7 +78,7 @@ Tensor draft_lv_loss(const Policy& p, const Reward& reward, int64_t batch, int64
     Tensor xs = ops::add(ops::mul(s.x, 1.0 - sig), ops::mul(eps, static_cast<double>(sig)));  // back to σ_{N−1}
     Tensor u = p.velocity(xs, sigma, s.r.cond, s.r.uncond, /*sg_uncond=*/true);
     double m = 0;
-    Tensor l = objective(reward, ops::sub(xs, ops::mul(u, static_cast<double>(sig))), relu, &m);
+    Tensor l = objective(PromptBoundReward(reward, s.r.ids), ops::sub(xs, ops::mul(u, static_cast<double>(sig))), relu, &m);
     st.reward += m / static_cast<double>(n);
     loss = loss.defined() ? ops::add(loss, l) : l;
   }

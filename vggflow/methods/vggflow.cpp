@@ -434,7 +434,8 @@ Tensor vggflow_loss(const Fields& f, const Field& nu, const Reward& reward, cons
 
 Tensor vggflow_loss(const Policy& p, const ValueNet& value, const Reward& reward, const Rollout& r,
                     const VGGFlowOptions& o, Generator& gen, VGGFlowStats* stats) {
-  return vggflow_loss(policy_fields(p, r.cond, r.uncond), value.field(r.cond, r.uncond), reward, r.latents, r.sigmas, o,
+  const PromptBoundReward bound(reward, r.ids);
+  return vggflow_loss(policy_fields(p, r.cond, r.uncond), value.field(r.cond, r.uncond), bound, r.latents, r.sigmas, o,
                       gen, stats);
 }
 

@@ -1,0 +1,295 @@
+#include "vggflow/methods/method.h"
+
+#include <cmath>
+
+#include "autograd/engine.h"
+#include "autograd/ops.h"
+#include "tensor/factory.h"
+
+namespace vgg::flow::methods {
+
+using nlohmann::json;
+
+namespace {
+
+double mean_of(const Reward& r, const Tensor& x, const Tensor& ids) {
+  NoGradGuard ng;
+  return ops::mean(r.score(x, ids)).item();
+}
+
+// The shared part of the methods over the policy: the policy, the reward, the options.
+class PolicyMethod : public Method {
+ public:
+  PolicyMethod(const Policy& p, std::shared_ptr<const Reward> r, const MethodOptions& o)
+      : p_(p), reward_(std::move(r)), o_(o) {}
+  std::string name() const override { return o_.name; }
+
+ protected:
+  // the reward (and gold) of a rollout's last state, as logged
+  void log_rewards(const Tensor& x_last, const Tensor& ids, json& stats) const {
+    const Tensor x1 = o_.clamp_logged_samples ? ops::clamp(x_last, -1.0, 1.0) : x_last;
+    stats["reward"] = mean_of(*reward_, x1, ids);
+    if (o_.gold) stats["gold"] = mean_of(*o_.gold, x1, ids);
+  }
+  const Policy& p_;
+  std::shared_ptr<const Reward> reward_;
+  MethodOptions o_;
+};
+
+class VGGFlowMethod final : public PolicyMethod {
+ public:
+  VGGFlowMethod(const Policy& p, std::shared_ptr<const Reward> r, const MethodOptions& o)
+      : PolicyMethod(p, std::move(r), o),
+        value_(o.value_net, p.model, o.vggflow.beta, o.value_prompt_free, o.value_seed, o.device) {
+    value_.net().checkpointing = o.checkpointing;
+    value_.net().set_compute_dtype(o.compute_dtype);
+  }
+  std::vector<nn::ParamGroup> extra_groups() const override {
+    nn::ParamGroup g;
+    g.name = "phi";
+    g.params = value_.parameters();
+    g.param_names = value_.parameter_names();
+    return {g};
+  }
+  Tensor loss(int64_t batch, Generator& gen, json& part) override {
+    Rollout r = sample_rollout(p_, batch, o_.steps, o_.shift, gen);
+    VGGFlowStats st;
+    Tensor loss = vggflow_loss(p_, value_, *reward_, r, o_.vggflow, gen, &st);
+    log_rewards(r.latents.back(), r.ids, part);
+    part["loss_matching"] = st.matching, part["loss_consistency"] = st.consistency, part["loss_boundary"] = st.boundary;
+    part["reward_grad_norm_mean"] = st.grad_norm_mean, part["reward_grad_norm_max"] = st.grad_norm_max;
+    part["reward_grad_norm_p80"] = st.grad_norm_p80, part["reward_grad_clip"] = st.clip_threshold;
+    part["reward_x1hat"] = st.reward_x1hat;
+    return loss;
+  }
+  nn::NamedTensors state() const override { return value_.state(); }
+  void load_state(const nn::NamedTensors& sd) override { value_.load_state(sd); }
+  std::string state_file() const override { return "value.safetensors"; }
+
+ private:
+  ValueNet value_;
+};
+
+class AdjointMatchingMethod final : public PolicyMethod {
+ public:
+  using PolicyMethod::PolicyMethod;
+  Tensor loss(int64_t batch, Generator& gen, json& part) override {
+    AdjointStats st;
+    Tensor loss = am_loss(p_, *reward_, batch, o_.steps, o_.shift, o_.adjoint, gen, &st);
+    part["reward"] = st.reward;  // of the memoryless-SDE samples the adjoint starts from
+    part["reward_grad_norm_mean"] = st.grad_norm_mean, part["reward_grad_clip"] = st.clip_threshold;
+    part["adjoint_norm"] = st.adjoint_norm;
+    return loss;
+  }
+};
+
+class PmpMethod final : public PolicyMethod {
+ public:
+  using PolicyMethod::PolicyMethod;
+  Tensor loss(int64_t batch, Generator& gen, json& part) override {
+    AdjointStats st;
+    Rollout r = sample_rollout(p_, batch, o_.steps, o_.shift, gen);
+    Tensor loss = pmp_loss(p_, *reward_, r, o_.adjoint, gen, &st);
+    log_rewards(r.latents.back(), r.ids, part);
+    part["reward_grad_norm_mean"] = st.grad_norm_mean, part["reward_grad_clip"] = st.clip_threshold;
+    part["adjoint_norm"] = st.adjoint_norm;
+    return loss;
+  }
+};
+
+// ReFL and DRaFT (K or LV): the reward at the point their loss is taken.
+class DirectMethod final : public PolicyMethod {
+ public:
+  using PolicyMethod::PolicyMethod;
+  Tensor loss(int64_t batch, Generator& gen, json& part) override {
+    BaselineStats st;
+    Tensor loss = o_.name == "refl" ? refl_loss(p_, *reward_, batch, o_.steps, o_.shift, o_.relu, gen, &st)
+                  : o_.draft_lv > 0 ? draft_lv_loss(p_, *reward_, batch, o_.steps, o_.shift, o_.draft_lv, o_.relu, gen, &st)
+                                    : draft_loss(p_, *reward_, batch, o_.steps, o_.shift, o_.draft_k, o_.relu, gen, &st);
+    part["reward"] = st.reward, part["graph_step"] = st.step;
+    return loss;
+  }
+};
+
+}  // namespace
+
+const std::vector<std::string>& method_names() {
+  static const std::vector<std::string> n = {"vggflow", "refl", "draft", "am", "pmp"};
+  return n;
+}
+
+std::unique_ptr<Method> make_method(const Policy& policy, std::shared_ptr<const Reward> reward, const MethodOptions& o) {
+  VGG_CHECK(reward, "make_method: no reward");
+  if (o.name == "vggflow") return std::make_unique<VGGFlowMethod>(policy, std::move(reward), o);
+  if (o.name == "am") return std::make_unique<AdjointMatchingMethod>(policy, std::move(reward), o);
+  if (o.name == "pmp") return std::make_unique<PmpMethod>(policy, std::move(reward), o);
+  if (o.name == "refl" || o.name == "draft") return std::make_unique<DirectMethod>(policy, std::move(reward), o);
+  VGG_CHECK(false, "unknown method '", o.name, "' (vggflow, refl, draft, am, pmp)");
+  return nullptr;
+}
+
+std::string nonfinite_gradient(const std::vector<nn::ParamGroup>& groups) {
+  NoGradGuard ng;
+  for (const auto& g : groups)
+    for (size_t i = 0; i < g.params.size(); ++i) {
+      Tensor gr = g.params[i].grad();
+      if (gr.defined() && !std::isfinite(ops::sum(ops::abs(ops::to(gr, DType::F64))).item()))
+        return "non-finite gradient in " + g.name + " parameter " +
+               (i < g.param_names.size() ? g.param_names[i] : std::to_string(i));
+    }
+  return "";
+}
+
+namespace {
+
+// The statistics of micro-batch parts combined as the serial update combines them: floats are the
+// parts' mean (summed in micro-batch order), anything else is the first part's.
+void combine_part(json& line, const json& part, int64_t mb, int64_t micro) {
+  for (auto& [k, v] : part.items()) {
+    if (micro == 1 || !v.is_number_float()) {
+      if (mb == 0) line[k] = v;
+    } else {
+      line[k] = (mb == 0 ? 0.0 : line[k].get<double>()) + v.get<double>() / static_cast<double>(micro);
+    }
+  }
+}
+
+std::vector<Tensor> params_of(const std::vector<nn::ParamGroup>& groups) {
+  std::vector<Tensor> ps;
+  for (const auto& g : groups) ps.insert(ps.end(), g.params.begin(), g.params.end());
+  return ps;
+}
+
+// The parameters' gradients as one flat buffer [Σ numel] in dtype on `device` (zeros where
+// undefined), with which ones are defined (1 / 0 per parameter) appended.
+Tensor pack_grads(const std::vector<Tensor>& ps, DType dt, Device device) {
+  NoGradGuard ng;
+  std::vector<Tensor> parts;
+  std::vector<double> mask;
+  for (const Tensor& p : ps) {
+    const Tensor g = p.grad();
+    parts.push_back(g.defined() ? ops::to(ops::reshape(ops::to(g.detach(), dt), {-1}), device)
+                                : zeros({p.numel()}, opts(dt, device)));
+    mask.push_back(g.defined() ? 1.0 : 0.0);
+  }
+  parts.push_back(ops::to(from_vector(mask, {static_cast<int64_t>(mask.size())}, opts(dt)), device));
+  return ops::contiguous(ops::cat(parts, 0));
+}
+
+// Sets each parameter's gradient from its slice of flat (where mask[i] != 0; undefined elsewhere).
+void unpack_grads(const std::vector<Tensor>& ps, const Tensor& flat, const std::vector<double>& mask) {
+  NoGradGuard ng;
+  int64_t off = 0;
+  for (size_t i = 0; i < ps.size(); ++i) {
+    Tensor p = ps[i];
+    const int64_t n = p.numel();
+    if (mask[i] != 0)
+      p.set_grad(ops::contiguous(ops::to(ops::to(ops::reshape(ops::narrow(flat, 0, off, n), p.shape()), p.dtype()), p.device())));
+    else
+      p.set_grad(Tensor());
+    off += n;
+  }
+}
+
+}  // namespace
+
+json Updater::update(int64_t micro, const MicroLoss& micro_loss) {
+  VGG_CHECK(micro >= 1, "Updater: micro-batches must be >= 1, got ", micro);
+  std::string bad;
+  json line = comm_ ? update_parallel(micro, micro_loss, &bad) : update_serial(micro, micro_loss, &bad);
+  if (bad.empty()) bad = nonfinite_gradient(groups_);
+  skipped_ = !bad.empty();
+  if (!skipped_) {
+    last_ = opt_.step();
+    for (auto& g : last_.groups) line["grad_norm_" + g.name] = g.grad_norm;
+    in_a_row_ = 0;
+    return line;
+  }
+  opt_.zero_grad();
+  line["skipped"] = bad;
+  if (++in_a_row_ >= max_skips_)
+    throw std::runtime_error(std::to_string(max_skips_) + " updates in a row skipped for non-finite values (last: " + bad + ")");
+  return line;
+}
+
+json Updater::update_serial(int64_t micro, const MicroLoss& micro_loss, std::string* bad) {
+  json line = json::object();
+  opt_.zero_grad();
+  for (int64_t mb = 0; mb < micro && bad->empty(); ++mb) {
+    json part = json::object();
+    Tensor loss = micro_loss(mb, part);
+    const double lv = loss.item();
+    part["loss"] = lv;
+    if (!std::isfinite(lv))
+      *bad = "the loss is not finite";
+    else
+      backward(micro == 1 ? loss : ops::mul(loss, 1.0 / static_cast<double>(micro)));
+    combine_part(line, part, mb, micro);
+  }
+  return line;
+}
+
+json Updater::update_parallel(int64_t micro, const MicroLoss& micro_loss, std::string* bad) {
+  const int64_t n = comm_->size(), rank = comm_->rank();
+  VGG_CHECK(micro % n == 0, "the ", micro, " micro-batches do not split over ", n, " processes (--micro-batches must be a multiple of mpirun's -np)");
+  const int64_t per = micro / n, first = rank * per;
+  const std::vector<Tensor> ps = params_of(groups_);
+  int64_t total = 0;
+  for (const Tensor& p : ps) total += p.numel();
+  const auto P = static_cast<int64_t>(ps.size());
+  json mine = json::array();
+  std::vector<Tensor> shards;  // deterministic: one packed gradient (+ mask) per local micro-batch
+  opt_.zero_grad();
+  for (int64_t mb = first; mb < first + per; ++mb) {
+    if (deterministic_) opt_.zero_grad();
+    json part = json::object();
+    Tensor loss = micro_loss(mb, part);
+    const double lv = loss.item();
+    part["loss"] = lv;
+    if (std::isfinite(lv)) backward(micro == 1 ? loss : ops::mul(loss, 1.0 / static_cast<double>(micro)));
+    mine.push_back(part);
+    if (deterministic_) shards.push_back(pack_grads(ps, DType::F64, Device::cpu()));
+  }
+  // every micro-batch's statistics, in micro-batch order
+  // (a non-finite loss travels as JSON null): combined up to the first bad one, as the serial loop
+  json line = json::object();
+  int64_t mb = 0;
+  for (const std::string& s : comm_->all_gather_strings(mine.dump()))
+    for (const json& part : json::parse(s)) {
+      if (bad->empty()) {
+        combine_part(line, part, mb, micro);
+        if (!part["loss"].is_number() || !std::isfinite(part["loss"].get<double>())) *bad = "the loss is not finite";
+      }
+      ++mb;
+    }
+  NoGradGuard ng;
+  if (deterministic_) {
+    const int64_t width = total + P;
+    Tensor local = ops::cat(shards, 0), all = zeros({n * per * width}, opts(DType::F64));
+    comm_->all_gather(local, all);
+    Tensor acc = ops::narrow(all, 0, 0, total);
+    std::vector<double> mask(static_cast<size_t>(P), 0.0);
+    for (int64_t s = 0; s < micro; ++s) {
+      if (s > 0) acc = ops::add(acc, ops::narrow(all, 0, s * width, total));
+      const std::vector<double> m = ops::narrow(all, 0, s * width + total, P).to_vector();
+      for (int64_t i = 0; i < P; ++i) mask[static_cast<size_t>(i)] = std::max(mask[static_cast<size_t>(i)], m[static_cast<size_t>(i)]);
+    }
+    unpack_grads(ps, acc, mask);
+    return line;
+  }
+  // fast: one all-reduce per group over its flat gradient buffer, in the communicator's place
+  for (const auto& g : groups_) {
+    if (g.params.empty()) continue;
+    const DType dt = g.params[0].dtype();
+    Tensor buf = pack_grads(g.params, dt, comm_->device());
+    comm_->all_reduce_sum(buf);
+    int64_t gt = 0;
+    for (const Tensor& p : g.params) gt += p.numel();
+    const std::vector<double> mask =
+        ops::to(ops::narrow(buf, 0, gt, static_cast<int64_t>(g.params.size())), Device::cpu()).to_vector();
+    unpack_grads(g.params, buf, mask);
+  }
+  return line;
+}
+
+}  // namespace vgg::flow::methods
