@@ -285,7 +285,11 @@ StepStats AdamW::step() {
     GroupStepStats gs;
     gs.name = g.name;
     double total = 0;
-    for (double s : pd.sq) total += s;
+    if (sum_squares_hook_) {
+      total = sum_squares_hook_(gi, pd.idx, pd.sq);
+    } else {
+      for (double s : pd.sq) total += s;
+    }
     gs.grad_norm = std::sqrt(total);
     if (!std::isfinite(gs.grad_norm)) {
       gs.nonfinite = true;

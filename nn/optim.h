@@ -31,6 +31,7 @@
 // factor itself may differ in the last place). The update bumps the parameter's version.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -74,6 +75,12 @@ class AdamW {
 
   // One update of every group, under NoGradGuard.
   StepStats step();
+  // The group's total sum of squares for clipping from its parameters' own sums (sq[k] of the
+  // parameter idx[k], those with a gradient, in order); default: their sum in that order. A sharded
+  // optimizer (ZeRO-1, vggflow/methods/method.h) sums every rank's parameters in the full order, so
+  // its clip factor is the unsharded optimizer's to the bit.
+  using SumSquaresHook = std::function<double(size_t group, const std::vector<size_t>& idx, const std::vector<double>& sq)>;
+  void set_sum_squares_hook(SumSquaresHook h) { sum_squares_hook_ = std::move(h); }
   // set_to_none drops the gradients (the next backward allocates fresh ones); otherwise zeroes them.
   void zero_grad(bool set_to_none = true);
 
@@ -113,6 +120,7 @@ class AdamW {
   std::vector<ParamGroup> groups_;
   std::vector<double> base_lr_;
   std::vector<std::vector<ParamState>> state_;
+  SumSquaresHook sum_squares_hook_;
 };
 
 // Learning-rate factor by step (lr = base_lr · factor(step)), where step is the number of

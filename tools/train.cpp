@@ -95,6 +95,7 @@ const std::vector<cli::Setting>& settings() {
       {"resolution", 1024, 8, 8192, "sd3: image size (latents resolution/8)"},
       {"compute_dtype", "f32", 0, 0, "f32 | bf16: the dtype the MMDiTs (policy, value net) compute in; parameters and LoRA adapters stay f32 masters (mixed precision)", {"f32", "bf16"}},
       {"reduce", "auto", 0, 0, "data parallel (mpirun -np N): deterministic (every micro-batch's gradient gathered and summed in micro-batch order: the same bits for every N dividing --micro-batches) | fast (one all-reduce per group: NCCL on GPUs) | auto (fast on CUDA, deterministic elsewhere)", {"auto", "deterministic", "fast"}},
+      {"zero", 0, 0, 1, "data parallel: 0 (every rank keeps the whole AdamW state) | 1 (ZeRO-1: the moments sharded across the ranks of mpirun -np N, the same numbers)"},
       {"checkpointing", false, 0, 0, "activation checkpointing: the MMDiT per block (policy and value nets) and, sd3, the decoder and the reward's CLIP tower"},
   };
   return s;
@@ -277,7 +278,12 @@ int run(int argc, char** argv) {
     groups[i].lr = i == 0 ? cfg["lr"].get<double>() : cfg["lr_value"].get<double>();
     groups[i].weight_decay = cfg["weight_decay"], groups[i].max_grad_norm = cfg["max_grad_norm"];
   }
-  nn::AdamW opt(groups);
+  const int64_t zero = cfg["zero"];
+  if (zero == 1 && !comm)
+    throw cli::UsageError("--zero 1 shards the optimizer across the processes of mpirun -np N; run it under mpirun");
+  std::optional<m::Zero1Plan> plan;
+  if (zero == 1) plan = m::plan_zero1(groups, rank, nproc);
+  nn::AdamW opt(plan ? plan->owned : groups);
   m::Updater updater(opt, groups);
   // data parallel: deterministic sums on the host over MPI; fast all-reduces over NCCL on GPUs
   std::shared_ptr<dist::Communicator> grad_comm;
@@ -285,6 +291,19 @@ int run(int argc, char** argv) {
   if (comm) {
     grad_comm = !deterministic && device.is_cuda() ? std::shared_ptr<dist::Communicator>(dist::make("nccl")) : comm;
     updater.set_communicator(grad_comm, deterministic);
+    if (plan) {
+      updater.set_zero1(*plan);
+      if (lead) {
+        std::string per;
+        int64_t all = 0;
+        for (size_t r = 0; r < plan->elements.size(); ++r) {
+          per += (r ? ", " : "") + format_bytes(static_cast<uint64_t>(plan->elements[r]) * 8);  // two f32 moments
+          all += plan->elements[r];
+        }
+        std::fprintf(stderr, "vgg_train: ZeRO-1: AdamW moments per rank %s (unsharded %s)\n", per.c_str(),
+                     format_bytes(static_cast<uint64_t>(all) * 8).c_str());
+      }
+    }
     if (lead)
       std::fprintf(stderr, "vgg_train: %d processes (%s, %s reduction), %lld micro-batches of %lld trajectories each per update\n",
                    nproc, grad_comm->backend().c_str(), deterministic ? "deterministic" : "fast", static_cast<long long>(micro),
@@ -296,7 +315,7 @@ int run(int argc, char** argv) {
     const fs::path ck = trainer.checkpoint();  // the newest complete one (tools/durable.h)
     nn::load_lora((ck / "lora.safetensors").string(), *pol.model.net);
     if (!meth->state_file().empty()) meth->load_state(nn::load_tensors((ck / meth->state_file()).string()));
-    opt.load_state_dict(nn::load_tensors((ck / "optimizer.safetensors").string()));
+    updater.load_optimizer_state(nn::load_tensors((ck / "optimizer.safetensors").string()));
   }
 
   // the evaluation reference: base samples and real images, computed once
@@ -387,11 +406,12 @@ int run(int argc, char** argv) {
                                      32, 80, device);
     flow::write_png((out / "samples" / name).string(), flow::make_grid(img, 6));
   };
-  loop.checkpoint = [&](int64_t at) {
+  loop.checkpoint = [&](int64_t at) {  // every rank: the optimizer state may be gathered (ZeRO-1)
+    const nn::NamedTensors os = updater.optimizer_state();
     trainer.commit(at, [&](const fs::path& tmp) {
       nn::save_lora((tmp / "lora.safetensors").string(), *pol.model.net);
       if (!meth->state_file().empty()) nn::save_tensors((tmp / meth->state_file()).string(), meth->state());
-      nn::save_tensors((tmp / "optimizer.safetensors").string(), opt.state_dict());
+      nn::save_tensors((tmp / "optimizer.safetensors").string(), os);
     }, json{{"rng", "Generator(seed, 5000 + step) per update"}});
   };
   // One update: micro-batches each draw their own trajectories (micro-batch 0 from the unsplit

@@ -247,13 +247,17 @@ void Trainer::run(const Loop& l) {
       line["elapsed_s"] = elapsed();
       log(line);
     }
-    if (!lead) continue;
+    const bool ckpt = step_ % l.ckpt_every == 0 || step_ == l.steps;
+    if (!lead) {  // every rank joins the checkpoint hook (it may gather state); commit() writes on rank 0
+      if (ckpt) l.checkpoint(step_);
+      continue;
+    }
     std::fprintf(stderr, "\r[%lld/%lld] %s  %.2f s/update  ETA %s   ", static_cast<long long>(step_),
                  static_cast<long long>(l.steps), l.progress ? l.progress().c_str() : "", per,
                  format_hms(per * static_cast<double>(l.steps - step_)).c_str());
     if (l.evaluate && due(l.eval_every, step_, l.steps)) l.evaluate(step_);
     if (l.sample && due(l.sample_every, step_, l.steps)) l.sample(step_);
-    if (step_ % l.ckpt_every == 0 || step_ == l.steps) l.checkpoint(step_);
+    if (ckpt) l.checkpoint(step_);
   }
 }
 

@@ -52,8 +52,9 @@ class Trainer {
     // and saved runs alike
     std::function<void(nlohmann::json&)> validate;
     // Data parallel (mpirun -np N): this process's rank. Every rank resolves the same settings and
-    // runs the updates; only rank 0 takes the lock, writes the run folder (config, metrics,
-    // checkpoints), evaluates, samples and prints progress. start() ends with `barrier` (all ranks
+    // runs the updates and the checkpoint hook (which may gather state); only rank 0 takes the
+    // lock, writes the run folder (config, metrics, checkpoints: commit() is a no-op elsewhere),
+    // evaluates, samples and prints progress. start() ends with `barrier` (all ranks
     // wait for rank 0's folder before reading a checkpoint).
     int rank = 0;
     std::function<void()> barrier;

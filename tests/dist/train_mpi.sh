@@ -2,7 +2,8 @@
 # Data-parallel vgg_train under mpirun (CTest train.mpi_*): usage train_mpi.sh CASE VGG_TRAIN ST_CHECK WORK MPIRUN
 #   bit_identical  2 updates of 4 micro-batches give the same checkpoint bits with 1, 2 and 4 processes
 #                  (deterministic reduction); a run of 2 processes resumed by 4 ends with them too; one
-#                  process with one micro-batch gives the plain single-process run's bits
+#                  process with one micro-batch gives the plain single-process run's bits; ZeRO-1 (2 ranks,
+#                  and 2 resumed by 4) gives the same bits; fast all-reduce equals fast ZeRO-1
 #   rank_dies      a rank that dies in update 1 ends the whole job, with an error, well before the timeout
 #   indivisible    --micro-batches that N does not divide is refused before any file is written
 set -eu
@@ -26,6 +27,20 @@ bit_identical)
   cmp "$d/np1/metrics.jsonl" "$d/np2/metrics.jsonl" 2>/dev/null || \
     test "$(sed 's/"[a-z_]*_s":[0-9.e+-]*//g; s/"sec_per_update":[0-9.e+-]*//' "$d/np1/metrics.jsonl")" = \
          "$(sed 's/"[a-z_]*_s":[0-9.e+-]*//g; s/"sec_per_update":[0-9.e+-]*//' "$d/np2/metrics.jsonl")"
+  # ZeRO-1: the moments sharded over 2 ranks, then a resume by 4: the same bits, the same files
+  mpi 2 "$train" $g --micro-batches 4 --steps 2 --zero 1 --out "$d/zero2" 2>"$d/zero2.err"
+  grep -q 'ZeRO-1: AdamW moments per rank' "$d/zero2.err"
+  mpi 2 "$train" $g --micro-batches 4 --steps 1 --zero 1 --out "$d/zero_resumed" 2>/dev/null
+  mpi 4 "$train" --resume --steps 2 --out "$d/zero_resumed" 2>/dev/null
+  for run in zero2 zero_resumed; do
+    for x in lora value optimizer; do cmp "$d/np1/checkpoint/$x.safetensors" "$d/$run/checkpoint/$x.safetensors"; done
+  done
+  # fast reduction over 2 ranks: all-reduce and ZeRO-1's reduce-scatter give the same bits
+  mpi 2 "$train" $g --micro-batches 4 --steps 2 --reduce fast --out "$d/fast" 2>/dev/null
+  mpi 2 "$train" $g --micro-batches 4 --steps 2 --reduce fast --zero 1 --out "$d/fast_zero" 2>/dev/null
+  for x in lora value optimizer; do cmp "$d/fast/checkpoint/$x.safetensors" "$d/fast_zero/checkpoint/$x.safetensors"; done
+  # fast sums in autograd's and MPI's order: the same run to AdamW-normalised rounding (measured 1e-3 relative)
+  "$st" close "$d/fast/checkpoint/lora.safetensors" "$d/np1/checkpoint/lora.safetensors" 1e-2
   # one process, one micro-batch: the plain run's bits
   mpi 1 "$train" $g --steps 2 --out "$d/np1_mb1" 2>/dev/null
   "$train" $g --steps 2 --out "$d/plain" 2>/dev/null

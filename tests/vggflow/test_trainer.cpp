@@ -404,3 +404,34 @@ TEST(Methods, CommunicatorWithoutMpirun) {
   ::unsetenv("VGG_COMM_TIMEOUT");
   EXPECT_EQ(dist::timeout_seconds(), 1800);
 }
+
+// ZeRO-1's plan: every parameter has one owner, every rank owns at least one parameter of every
+// group, the shares are balanced by size, and the segments hold them without overlap.
+TEST(Methods, ZeroOnePlanSharesEveryGroup) {
+  std::vector<nn::ParamGroup> groups(2);
+  groups[0].name = "theta", groups[1].name = "phi";
+  for (int64_t n : {100, 3, 50, 7, 60, 2}) groups[0].params.push_back(zeros({n}).requires_grad_(true));
+  for (int64_t n : {5, 5, 5}) groups[1].params.push_back(zeros({n}).requires_grad_(true));
+  for (int size : {1, 2, 3}) {
+    SCOPED_TRACE(size);
+    std::vector<int64_t> total(static_cast<size_t>(size), 0);
+    for (int rank = 0; rank < size; ++rank) {
+      const m::Zero1Plan z = m::plan_zero1(groups, rank, size);
+      ASSERT_EQ(z.owner.size(), 9u);
+      ASSERT_EQ(z.owned.size(), 2u);
+      for (const auto& g : z.owned) EXPECT_GE(g.params.size(), 1u);  // a share of every group
+      int64_t mine = 0;
+      for (size_t i = 0; i < z.owner.size(); ++i)
+        if (z.owner[i] == rank) mine += (i < 6 ? groups[0] : groups[1]).params[i < 6 ? i : i - 6].numel();
+      EXPECT_EQ(mine, z.elements[static_cast<size_t>(rank)]);
+      EXPECT_LE(mine, z.segment);
+      total[static_cast<size_t>(rank)] = mine;
+      EXPECT_EQ(z.owned[0].param_names.size(), z.owned[0].params.size());  // named by their full index
+    }
+    int64_t sum = 0, most = 0;
+    for (int64_t t : total) sum += t, most = std::max(most, t);
+    EXPECT_EQ(sum, 100 + 3 + 50 + 7 + 60 + 2 + 15);
+    if (size == 2) EXPECT_LE(most, 130);  // balanced: 121 each would be perfect
+  }
+  EXPECT_TRUE(throws_error([&] { m::plan_zero1(groups, 0, 4); }, {"group 'phi' has 3 parameters, fewer than the 4 processes"}));
+}

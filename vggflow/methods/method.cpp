@@ -1,6 +1,7 @@
 #include "vggflow/methods/method.h"
 
 #include <cmath>
+#include <set>
 
 #include "autograd/engine.h"
 #include "autograd/ops.h"
@@ -191,21 +192,171 @@ void unpack_grads(const std::vector<Tensor>& ps, const Tensor& flat, const std::
   }
 }
 
+// Drops every parameter's gradient (all of the groups': with ZeRO-1 the optimizer holds only this
+// rank's share, and its zero_grad would leave the others' gradients accumulating).
+void clear_grads(const std::vector<nn::ParamGroup>& groups) {
+  for (const auto& g : groups)
+    for (Tensor p : g.params) p.set_grad(Tensor());
+}
+
+// f32 when every parameter is f32 (their values travel exactly), else f64.
+DType buffer_dtype(const std::vector<Tensor>& ps) {
+  for (const Tensor& p : ps)
+    if (p.dtype() != DType::F32) return DType::F64;
+  return DType::F32;
+}
+
+const char* const kHyper[] = {"lr", "base_lr", "beta1", "beta2", "eps", "weight_decay", "max_grad_norm"};
+
+std::string param_name(const nn::ParamGroup& g, size_t i) {
+  return i < g.param_names.size() ? g.param_names[i] : std::to_string(i);
+}
+
 }  // namespace
+
+Zero1Plan plan_zero1(const std::vector<nn::ParamGroup>& groups, int rank, int size) {
+  VGG_CHECK(size >= 1 && rank >= 0 && rank < size, "ZeRO-1: rank ", rank, " of ", size);
+  Zero1Plan z;
+  z.rank = rank, z.size = size;
+  z.elements.assign(static_cast<size_t>(size), 0);
+  for (const auto& g : groups) {
+    VGG_CHECK(static_cast<int64_t>(g.params.size()) >= size, "ZeRO-1: group '", g.name, "' has ", g.params.size(),
+              " parameters, fewer than the ", size, " processes (every rank owns at least one of every group)");
+    std::vector<bool> has(static_cast<size_t>(size), false);
+    nn::ParamGroup mine = g;
+    mine.params.clear(), mine.param_names.clear();
+    std::vector<int64_t> index;
+    for (size_t i = 0; i < g.params.size(); ++i) {
+      const bool first_round = i < static_cast<size_t>(size);  // the first N go to N different ranks
+      int best = -1;
+      for (int r = 0; r < size; ++r) {
+        if (first_round && has[static_cast<size_t>(r)]) continue;
+        if (best < 0 || z.elements[static_cast<size_t>(r)] < z.elements[static_cast<size_t>(best)]) best = r;
+      }
+      has[static_cast<size_t>(best)] = true;
+      z.owner.push_back(best);
+      z.offset.push_back(z.elements[static_cast<size_t>(best)]);
+      z.elements[static_cast<size_t>(best)] += g.params[i].numel();
+      if (best == rank) {
+        mine.params.push_back(g.params[i]);
+        mine.param_names.push_back(param_name(g, i));
+        index.push_back(static_cast<int64_t>(i));
+      }
+    }
+    z.owned.push_back(mine);
+    z.group_index.push_back(index);
+  }
+  for (int64_t e : z.elements) z.segment = std::max(z.segment, e);
+  return z;
+}
+
+void Updater::set_zero1(Zero1Plan plan) {
+  VGG_CHECK(comm_ && comm_->size() == plan.size && comm_->rank() == plan.rank,
+            "ZeRO-1: the plan must be for the updater's communicator (set_communicator first)");
+  VGG_CHECK(opt_.num_groups() == plan.owned.size(), "ZeRO-1: the optimizer must be built from the plan's groups");
+  for (size_t g = 0; g < plan.owned.size(); ++g)
+    VGG_CHECK(opt_.group(g).params.size() == plan.owned[g].params.size(), "ZeRO-1: the optimizer's group '",
+              opt_.group(g).name, "' is not this rank's share");
+  zero_ = std::move(plan);
+  // the clip factor from every rank's sums of squares, summed in the full group's order
+  opt_.set_sum_squares_hook([this](size_t g, const std::vector<size_t>& idx, const std::vector<double>& sq) {
+    std::vector<double> all(groups_[g].params.size(), 0.0);
+    for (size_t k = 0; k < idx.size(); ++k) all[static_cast<size_t>(zero_->group_index[g][idx[k]])] = sq[k];
+    Tensor t = ops::contiguous(ops::to(from_vector(all, {static_cast<int64_t>(all.size())}, opts(DType::F64)), comm_->device()));
+    comm_->all_reduce_sum(t);  // one owner per entry: exact
+    double total = 0;
+    for (double v : ops::to(t, Device::cpu()).to_vector()) total += v;
+    return total;
+  });
+}
+
+void Updater::sync_parameters() {
+  NoGradGuard ng;
+  const Zero1Plan& z = *zero_;
+  const std::vector<Tensor> ps = params_of(groups_);
+  const DType dt = buffer_dtype(ps);
+  const Device dev = comm_->device();
+  std::vector<Tensor> pieces;
+  for (size_t i = 0; i < ps.size(); ++i)
+    if (z.owner[i] == z.rank) pieces.push_back(ops::to(ops::reshape(ops::to(ps[i].detach(), dt), {-1}), dev));
+  if (z.segment > z.elements[static_cast<size_t>(z.rank)])
+    pieces.push_back(zeros({z.segment - z.elements[static_cast<size_t>(z.rank)]}, opts(dt, dev)));
+  Tensor mine = ops::contiguous(ops::cat(pieces, 0)), all = zeros({z.size * z.segment}, opts(dt, dev));
+  comm_->all_gather(mine, all);
+  for (size_t i = 0; i < ps.size(); ++i) {
+    if (z.owner[i] == z.rank) continue;
+    const Tensor& p = ps[i];
+    ops::copy_(p, ops::to(ops::to(ops::reshape(ops::narrow(all, 0, z.owner[i] * z.segment + z.offset[i], p.numel()), p.shape()),
+                                  p.dtype()),
+                          p.device()));
+  }
+}
+
+nn::NamedTensors Updater::optimizer_state() {
+  if (!zero_) return opt_.state_dict();
+  const Zero1Plan& z = *zero_;
+  const nn::NamedTensors local = opt_.state_dict();
+  auto find = [&](const std::string& k) -> const Tensor& {
+    for (const auto& [n, t] : local)
+      if (n == k) return t;
+    VGG_FAIL("ZeRO-1: no '", k, "' in this rank's optimizer state");
+  };
+  nn::NamedTensors full;
+  NoGradGuard ng;
+  size_t gp = 0;  // the parameter's index over all groups
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    const nn::ParamGroup& grp = groups_[g];
+    for (const char* h : kHyper) full.emplace_back(grp.name + "." + h, find(grp.name + "." + h));
+    for (size_t i = 0; i < grp.params.size(); ++i, ++gp) {
+      const Tensor& p = grp.params[i];
+      const std::string pre = grp.name + "." + param_name(grp, i) + ".";
+      const int64_t n = p.numel();
+      Tensor b = zeros({2 * n + 1}, opts(DType::F64));
+      if (z.owner[gp] == z.rank)
+        b = ops::cat({ops::reshape(ops::to(find(pre + "exp_avg"), DType::F64), {-1}),
+                      ops::reshape(ops::to(find(pre + "exp_avg_sq"), DType::F64), {-1}),
+                      ops::reshape(ops::to(find(pre + "step"), DType::F64), {1})},
+                     0);
+      Tensor d = ops::contiguous(ops::to(b, comm_->device()));
+      comm_->broadcast(d, z.owner[gp]);
+      b = ops::to(d, Device::cpu());
+      full.emplace_back(pre + "exp_avg", ops::contiguous(ops::to(ops::reshape(ops::narrow(b, 0, 0, n), p.shape()), p.dtype())));
+      full.emplace_back(pre + "exp_avg_sq", ops::contiguous(ops::to(ops::reshape(ops::narrow(b, 0, n, n), p.shape()), p.dtype())));
+      full.emplace_back(pre + "step", from_vector(std::vector<int64_t>{static_cast<int64_t>(b.to_vector()[static_cast<size_t>(2 * n)])}, Shape{}));
+    }
+  }
+  return full;
+}
+
+void Updater::load_optimizer_state(const nn::NamedTensors& full) {
+  if (!zero_) return opt_.load_state_dict(full);
+  std::set<std::string> keep;
+  for (const auto& g : zero_->owned) {
+    for (const char* h : kHyper) keep.insert(g.name + "." + h);
+    for (const std::string& pn : g.param_names)
+      for (const char* k : {"exp_avg", "exp_avg_sq", "step"}) keep.insert(g.name + "." + pn + "." + k);
+  }
+  nn::NamedTensors mine;
+  for (const auto& [k, t] : full)
+    if (keep.count(k)) mine.emplace_back(k, t);
+  opt_.load_state_dict(mine);  // strict: names what is missing
+}
 
 json Updater::update(int64_t micro, const MicroLoss& micro_loss) {
   VGG_CHECK(micro >= 1, "Updater: micro-batches must be >= 1, got ", micro);
   std::string bad;
   json line = comm_ ? update_parallel(micro, micro_loss, &bad) : update_serial(micro, micro_loss, &bad);
   if (bad.empty()) bad = nonfinite_gradient(groups_);
+  if (comm_ && !comm_->all_true(bad.empty()) && bad.empty()) bad = "a non-finite gradient on another rank";
   skipped_ = !bad.empty();
   if (!skipped_) {
     last_ = opt_.step();
+    if (zero_) sync_parameters();
     for (auto& g : last_.groups) line["grad_norm_" + g.name] = g.grad_norm;
     in_a_row_ = 0;
     return line;
   }
-  opt_.zero_grad();
+  clear_grads(groups_);
   line["skipped"] = bad;
   if (++in_a_row_ >= max_skips_)
     throw std::runtime_error(std::to_string(max_skips_) + " updates in a row skipped for non-finite values (last: " + bad + ")");
@@ -214,7 +365,7 @@ json Updater::update(int64_t micro, const MicroLoss& micro_loss) {
 
 json Updater::update_serial(int64_t micro, const MicroLoss& micro_loss, std::string* bad) {
   json line = json::object();
-  opt_.zero_grad();
+  clear_grads(groups_);
   for (int64_t mb = 0; mb < micro && bad->empty(); ++mb) {
     json part = json::object();
     Tensor loss = micro_loss(mb, part);
@@ -239,9 +390,9 @@ json Updater::update_parallel(int64_t micro, const MicroLoss& micro_loss, std::s
   const auto P = static_cast<int64_t>(ps.size());
   json mine = json::array();
   std::vector<Tensor> shards;  // deterministic: one packed gradient (+ mask) per local micro-batch
-  opt_.zero_grad();
+  clear_grads(groups_);
   for (int64_t mb = first; mb < first + per; ++mb) {
-    if (deterministic_) opt_.zero_grad();
+    if (deterministic_) clear_grads(groups_);
     json part = json::object();
     Tensor loss = micro_loss(mb, part);
     const double lv = loss.item();
@@ -275,6 +426,38 @@ json Updater::update_parallel(int64_t micro, const MicroLoss& micro_loss, std::s
       for (int64_t i = 0; i < P; ++i) mask[static_cast<size_t>(i)] = std::max(mask[static_cast<size_t>(i)], m[static_cast<size_t>(i)]);
     }
     unpack_grads(ps, acc, mask);
+    return line;
+  }
+  if (zero_) {  // fast, sharded: one reduce-scatter into the owners' segments
+    const Zero1Plan& z = *zero_;
+    const DType dt = buffer_dtype(ps);
+    const Device dev = comm_->device();
+    std::vector<Tensor> pieces;
+    std::vector<double> defined(static_cast<size_t>(P), 0.0);
+    for (int r = 0; r < n; ++r) {
+      for (size_t i = 0; i < ps.size(); ++i) {
+        if (z.owner[i] != r) continue;
+        const Tensor g = ps[i].grad();
+        pieces.push_back(g.defined() ? ops::to(ops::reshape(ops::to(g.detach(), dt), {-1}), dev)
+                                     : zeros({ps[i].numel()}, opts(dt, dev)));
+      }
+      if (z.segment > z.elements[static_cast<size_t>(r)])
+        pieces.push_back(zeros({z.segment - z.elements[static_cast<size_t>(r)]}, opts(dt, dev)));
+    }
+    for (size_t i = 0; i < ps.size(); ++i) defined[i] = ps[i].grad().defined() ? 1.0 : 0.0;
+    Tensor buf = ops::contiguous(ops::cat(pieces, 0)), mine = zeros({z.segment}, opts(dt, dev));
+    comm_->reduce_scatter_sum(buf, mine);
+    Tensor mask = ops::contiguous(ops::to(from_vector(defined, {P}, opts(DType::F64)), dev));
+    comm_->all_reduce_sum(mask);
+    const std::vector<double> any = ops::to(mask, Device::cpu()).to_vector();
+    for (size_t i = 0; i < ps.size(); ++i) {
+      Tensor p = ps[i];
+      if (z.owner[i] == rank && any[i] != 0)
+        p.set_grad(ops::contiguous(ops::to(
+            ops::to(ops::reshape(ops::narrow(mine, 0, z.offset[i], p.numel()), p.shape()), p.dtype()), p.device())));
+      else
+        p.set_grad(Tensor());
+    }
     return line;
   }
   // fast: one all-reduce per group over its flat gradient buffer, in the communicator's place

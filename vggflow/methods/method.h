@@ -88,6 +88,26 @@ std::unique_ptr<Method> make_method(const Policy& policy, std::shared_ptr<const 
 //                  buffer on the communicator's device (NCCL on GPUs): bits may depend on N.
 // The statistics are gathered and combined in micro-batch order as the serial update combines
 // them; the skip decision is made on the reduced values, so every rank makes the same one.
+// ZeRO-1 (optimizer-state sharding, as DeepSpeed's stage 1 and llm.c): every parameter has one
+// owner rank (balanced by size; every rank owns at least one parameter of every group, so a group
+// needs at least N parameters) and a rank's AdamW holds the moments of its own parameters only.
+// An update reduces the gradients (deterministic: as without sharding; fast: one reduce-scatter
+// into the owners' segments), every rank steps its own parameters with the group's clip factor
+// from the sums of squares of all ranks' parameters summed in the full order (so the step is the
+// unsharded one to the bit), and one all-gather of the owners' segments brings every parameter to
+// every rank. Checkpoints hold the whole optimizer state (the unsharded file, byte for byte), so a
+// run resumes with any N.
+struct Zero1Plan {
+  int rank = 0, size = 1;
+  std::vector<int> owner;                            // per parameter, groups in order
+  std::vector<int64_t> offset;                       // per parameter: its first element in its owner's segment
+  int64_t segment = 0;                               // elements of the largest rank's share
+  std::vector<int64_t> elements;                     // per rank: the elements it owns
+  std::vector<nn::ParamGroup> owned;                 // this rank's groups: its parameters only
+  std::vector<std::vector<int64_t>> group_index;     // per owned group: each owned parameter's index in the full group
+};
+Zero1Plan plan_zero1(const std::vector<nn::ParamGroup>& groups, int rank, int size);
+
 class Updater {
  public:
   Updater(nn::AdamW& opt, std::vector<nn::ParamGroup> groups, int64_t max_skips = 10)
@@ -99,8 +119,15 @@ class Updater {
   void set_communicator(std::shared_ptr<dist::Communicator> comm, bool deterministic) {
     comm_ = std::move(comm), deterministic_ = deterministic;
   }
+  // ZeRO-1 over the communicator's ranks: the optimizer must have been built from plan.owned.
+  void set_zero1(Zero1Plan plan);
+  // The whole optimizer state (the unsharded AdamW's state_dict; with ZeRO-1 gathered from the
+  // owners: a collective, every rank calls it) and its restore (each rank keeps its share).
+  nn::NamedTensors optimizer_state();
+  void load_optimizer_state(const nn::NamedTensors& full);
 
  private:
+  void sync_parameters();  // ZeRO-1: the owners' parameters to every rank
   nlohmann::json update_serial(int64_t micro, const MicroLoss& micro_loss, std::string* bad);
   nlohmann::json update_parallel(int64_t micro, const MicroLoss& micro_loss, std::string* bad);
   nn::AdamW& opt_;
@@ -110,6 +137,7 @@ class Updater {
   bool skipped_ = false;
   std::shared_ptr<dist::Communicator> comm_;
   bool deterministic_ = true;
+  std::optional<Zero1Plan> zero_;
 };
 
 // Empty when every gradient of the groups is finite, else which parameter's is not.
