@@ -1,7 +1,11 @@
 // vgg_comm_check: every collective of the job's communicator (dist/comm.h) against what a single
 // process computes for the same inputs. Run under mpirun -np N (CTest comm.mpi_*); rank 0 prints
 // COMM_OK when every rank agrees. Without mpirun it checks the local communicator.
-//   vgg_comm_check [mpi|nccl|auto]
+//   vgg_comm_check [mpi|nccl|auto] [--bench]
+// --bench then times all_reduce_sum of f32 buffers (1, 16 and 64 MiB; 5 warm-up and 20 timed calls
+// each) and prints rank 0's time per call with the algorithm and bus bandwidths (bus = algorithm ×
+// 2(N−1)/N, as nccl-tests reports them).
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <exception>
@@ -91,6 +95,25 @@ int main(int argc, char** argv) {
     comm->all_reduce_sum(fd);
     const double total = host(fd).to_vector()[0];
     if (r == 0) std::printf("%s: %d ranks (%s): %s\n", argv[0], n, comm->backend().c_str(), total == 0 ? "COMM_OK" : "FAILED");
+    const bool bench = total == 0 && argc > 2 && std::string(argv[2]) == "--bench";
+    if (bench && comm->backend() == "local" && r == 0) std::printf("all_reduce: one local rank moves nothing, no timing\n");
+    if (bench && comm->backend() != "local") {
+      for (int64_t mib : {1, 16, 64}) {
+        const int64_t elems = mib * (1 << 20) / 4;
+        Tensor buf = on(zeros({elems}, opts(DType::F32)));
+        for (int i = 0; i < 5; ++i) comm->all_reduce_sum(buf);
+        comm->barrier();
+        const auto t0 = std::chrono::steady_clock::now();
+        const int reps = 20;
+        for (int i = 0; i < reps; ++i) comm->all_reduce_sum(buf);
+        comm->barrier();
+        const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / reps;
+        const double alg = static_cast<double>(elems) * 4 / sec / 1e9;
+        if (r == 0)
+          std::printf("all_reduce %s %d ranks %4lld MiB f32: %9.3f ms  algbw %7.2f GB/s  busbw %7.2f GB/s\n", comm->backend().c_str(),
+                      n, static_cast<long long>(mib), sec * 1e3, alg, n > 1 ? alg * 2.0 * (n - 1) / n : alg);
+      }
+    }
     comm.reset();
     dist::shutdown();
     return total == 0 ? 0 : 1;

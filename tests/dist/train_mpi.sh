@@ -39,7 +39,7 @@ bit_identical)
   mpi 2 "$train" $g --micro-batches 4 --steps 2 --reduce fast --out "$d/fast" 2>/dev/null
   mpi 2 "$train" $g --micro-batches 4 --steps 2 --reduce fast --zero 1 --out "$d/fast_zero" 2>/dev/null
   for x in lora value optimizer; do cmp "$d/fast/checkpoint/$x.safetensors" "$d/fast_zero/checkpoint/$x.safetensors"; done
-  # fast sums in autograd's and MPI's order: the same run to AdamW-normalised rounding (measured 1e-3 relative)
+  # fast sums in autograd's and MPI's order: the same run to AdamW-normalised rounding (measured: within 3e-3 relative, not within 1e-3)
   "$st" close "$d/fast/checkpoint/lora.safetensors" "$d/np1/checkpoint/lora.safetensors" 1e-2
   # one process, one micro-batch: the plain run's bits
   mpi 1 "$train" $g --steps 2 --out "$d/np1_mb1" 2>/dev/null
