@@ -289,6 +289,20 @@ TEST(Methods, EveryMethodBehindTheInterface) {
     if (name == "vggflow") {
       EXPECT_TRUE(stats.contains("loss_matching") && stats.contains("loss_consistency"));
       EXPECT_GT(grad_abs_sum(extra[0].params), 0.0);
+      // per-slot diagnostics: 2 bins + the last step; the slots' residuals average to the loss's
+      double cons = 0, last_sigma = 2;
+      for (int j = 0; j < 3; ++j) {
+        const std::string b = "bin" + std::to_string(j) + "_";
+        for (const char* k : {"sigma", "nu_norm", "guide_norm", "consistency"})
+          ASSERT_TRUE(stats.contains(b + k) && std::isfinite(stats[b + k].get<double>())) << b << k;
+        EXPECT_GT(stats[b + "guide_norm"].get<double>(), 0.0);
+        EXPECT_GE(stats[b + "nu_norm"].get<double>(), 0.0);
+        EXPECT_LT(stats[b + "sigma"].get<double>(), last_sigma);  // bins in time order, σ falling
+        last_sigma = stats[b + "sigma"].get<double>();
+        cons += stats[b + "consistency"].get<double>() / 3;
+      }
+      EXPECT_FALSE(stats.contains("bin3_sigma"));
+      EXPECT_NEAR(cons, stats["loss_consistency"].get<double>(), 1e-12 * (1 + cons));
     }
   }
   o.name = "ppo";

@@ -61,6 +61,11 @@ class VGGFlowMethod final : public PolicyMethod {
     part["reward_grad_norm_mean"] = st.grad_norm_mean, part["reward_grad_norm_max"] = st.grad_norm_max;
     part["reward_grad_norm_p80"] = st.grad_norm_p80, part["reward_grad_clip"] = st.clip_threshold;
     part["reward_x1hat"] = st.reward_x1hat;
+    for (size_t j = 0; j < st.bin_sigma.size(); ++j) {
+      const std::string b = "bin" + std::to_string(j) + "_";
+      part[b + "sigma"] = st.bin_sigma[j], part[b + "nu_norm"] = st.bin_nu_norm[j];
+      part[b + "guide_norm"] = st.bin_guide_norm[j], part[b + "consistency"] = st.bin_consistency[j];
+    }
     return loss;
   }
   nn::NamedTensors state() const override { return value_.state(); }

@@ -415,6 +415,21 @@ Tensor vggflow_loss(const Fields& f, const Field& nu, const Reward& reward, cons
     Tensor lm = matching_loss(u_theta, ub, g0, o.beta), lc = ops::mean(ops::square(res));
     st.matching += lm.item() / static_cast<double>(slots);
     st.consistency += lc.item() / static_cast<double>(slots);
+    {  // the slot's diagnostics: ν = g + η·clip ∇r, both scaled by β (velocity units); no graph
+      NoGradGuard ng;
+      const Tensor guide = ops::mul(ops::to(eta_weight(o.eta, sigma, x), DType::F64),
+                                    ops::to(clip_per_sample(rg0.grad, thr), DType::F64));
+      const Tensor nu_x = ops::add(ops::to(g0.detach(), DType::F64), guide);
+      auto mean_norm = [&](const Tensor& t) {
+        double m = 0;
+        for (double v : per_sample_norms(t)) m += v;
+        return o.beta * m / static_cast<double>(B);
+      };
+      st.bin_sigma.push_back(ops::mean(ops::to(sigma, DType::F64)).item());
+      st.bin_nu_norm.push_back(mean_norm(nu_x));
+      st.bin_guide_norm.push_back(mean_norm(guide));
+      st.bin_consistency.push_back(lc.item());
+    }
     Tensor l = ops::add(lm, lc);
     total = total.defined() ? ops::add(total, l) : l;
   }

@@ -192,6 +192,10 @@ struct VGGFlowStats {
   double matching = 0, consistency = 0, boundary = 0;
   double grad_norm_mean = 0, grad_norm_max = 0, grad_norm_p80 = 0, clip_threshold = 0;
   double reward_x1hat = 0;  // mean r(x̂₁) over the transitions
+  // Per transition slot j (the time bins, then the last step), means over the batch: σ, the two
+  // parts of β·g = β·ν_φ − β·η·clip ∇r as velocity norms (the learned correction against the
+  // reward's guidance, docs/methods.md), and the consistency residual's mean square.
+  std::vector<double> bin_sigma, bin_nu_norm, bin_guide_norm, bin_consistency;
 };
 Tensor vggflow_loss(const Policy& p, const ValueNet& value, const Reward& reward, const Rollout& r,
                     const VGGFlowOptions& o, Generator& gen, VGGFlowStats* stats);
