@@ -15,36 +15,19 @@ namespace vgg::dist {
 
 namespace {
 
-void check_flat(const Tensor& t, const char* op) {
-  VGG_CHECK(t.defined() && t.is_contiguous(), "communicator ", op, ": needs a defined contiguous tensor");
-}
-
 class Local final : public Communicator {
  public:
   int rank() const override { return 0; }
   int size() const override { return 1; }
   std::string backend() const override { return "local"; }
   Device device() const override { return Device::cpu(); }
-  void all_reduce_sum(Tensor& t) override { check_flat(t, "all_reduce"); }
-  void reduce_scatter_sum(const Tensor& in, Tensor& out) override {
-    check_flat(in, "reduce_scatter");
-    check_flat(out, "reduce_scatter");
-    VGG_CHECK(in.numel() == out.numel() && in.dtype() == out.dtype(), "communicator reduce_scatter: in ", describe(in),
-              " and out ", describe(out), " differ for one rank");
-    copy_into(in, out);
-  }
-  void all_gather(const Tensor& in, Tensor& out) override {
-    check_flat(in, "all_gather");
-    check_flat(out, "all_gather");
-    VGG_CHECK(in.numel() == out.numel() && in.dtype() == out.dtype(), "communicator all_gather: in ", describe(in),
-              " and out ", describe(out), " differ for one rank");
-    copy_into(in, out);
-  }
-  void broadcast(Tensor& t, int root) override {
-    check_flat(t, "broadcast");
-    VGG_CHECK(root == 0, "communicator broadcast: root ", root, " is not a rank of 1");
-  }
   void barrier() override {}
+
+ protected:
+  void do_all_reduce_sum(Tensor&) override {}
+  void do_reduce_scatter_sum(const Tensor& in, Tensor& out) override { copy_into(in, out); }
+  void do_all_gather(const Tensor& in, Tensor& out) override { copy_into(in, out); }
+  void do_broadcast(Tensor&, int) override {}
 
  private:
   static void copy_into(const Tensor& in, Tensor& out) {
@@ -82,6 +65,38 @@ std::mutex g_mu;
 std::shared_ptr<Communicator> g_world;
 
 }  // namespace
+
+void Communicator::all_reduce_sum(Tensor& t) {
+  check(t, "all_reduce");
+  do_all_reduce_sum(t);
+}
+
+void Communicator::reduce_scatter_sum(const Tensor& in, Tensor& out) {
+  check(in, "reduce_scatter");
+  check(out, "reduce_scatter");
+  VGG_CHECK(in.dtype() == out.dtype() && in.numel() == out.numel() * size(), "communicator reduce_scatter: in ",
+            describe(in), " must hold ", size(), " × out ", describe(out));
+  do_reduce_scatter_sum(in, out);
+}
+
+void Communicator::all_gather(const Tensor& in, Tensor& out) {
+  check(in, "all_gather");
+  check(out, "all_gather");
+  VGG_CHECK(in.dtype() == out.dtype() && out.numel() == in.numel() * size(), "communicator all_gather: out ",
+            describe(out), " must hold ", size(), " × in ", describe(in));
+  do_all_gather(in, out);
+}
+
+void Communicator::broadcast(Tensor& t, int root) {
+  check(t, "broadcast");
+  VGG_CHECK(root >= 0 && root < size(), "communicator broadcast: root ", root, " is not a rank of ", size());
+  do_broadcast(t, root);
+}
+
+void Communicator::check(const Tensor& t, const char* op) const {
+  VGG_CHECK(t.defined() && t.is_contiguous() && t.device() == device(), "communicator ", op, " (", backend(),
+            "): needs a contiguous tensor on ", device().str(), ", got ", t.defined() ? describe(t) : "undefined");
+}
 
 std::vector<std::string> Communicator::all_gather_strings(const std::string& s) {
   const int n = size();

@@ -34,17 +34,30 @@ class Communicator {
   virtual int size() const = 0;
   virtual std::string backend() const = 0;      // "local", "mpi", "nccl"
   virtual Device device() const = 0;            // where the collectives' tensors live
-  virtual void all_reduce_sum(Tensor& t) = 0;   // t <- the sum of every rank's t (in place)
+  // The collectives check their arguments here (one line naming the operation) and hand them to
+  // the backend's do_* below.
+  void all_reduce_sum(Tensor& t);  // t <- the sum of every rank's t (in place)
   // in [size·n] -> out [n]: out <- the sum over ranks of their in[rank·n, (rank+1)·n)
-  virtual void reduce_scatter_sum(const Tensor& in, Tensor& out) = 0;
-  virtual void all_gather(const Tensor& in, Tensor& out) = 0;  // in [n] -> out [size·n], rank order
-  virtual void broadcast(Tensor& t, int root) = 0;             // t <- root's t
+  void reduce_scatter_sum(const Tensor& in, Tensor& out);
+  void all_gather(const Tensor& in, Tensor& out);  // in [n] -> out [size·n], rank order
+  void broadcast(Tensor& t, int root);             // t <- root's t
   virtual void barrier() = 0;
 
   // Every rank's string, in rank order (statistics lines, error reports).
   std::vector<std::string> all_gather_strings(const std::string& s);
   // Whether every rank says true (one all-reduce).
   bool all_true(bool v);
+
+ protected:
+  // The backends' collectives, on checked arguments (contiguous, on device(), dtypes and sizes
+  // as above).
+  virtual void do_all_reduce_sum(Tensor& t) = 0;
+  virtual void do_reduce_scatter_sum(const Tensor& in, Tensor& out) = 0;
+  virtual void do_all_gather(const Tensor& in, Tensor& out) = 0;
+  virtual void do_broadcast(Tensor& t, int root) = 0;
+
+ private:
+  void check(const Tensor& t, const char* op) const;
 };
 
 // The single-process communicator.

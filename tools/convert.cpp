@@ -65,22 +65,16 @@ void write_sorted(const std::string& out, vgg::nn::NamedTensors sd, const std::m
   vgg::save_safetensors(out, sd, meta);
 }
 
-std::string read_text(const std::string& path) {
+std::string read_text(const std::string& path, const std::string& what) {
   std::ifstream f(path);
-  if (!f) throw std::runtime_error("cannot open " + path);
+  if (!f) throw std::runtime_error("cannot open " + what + path);
   std::stringstream ss;
   ss << f.rdbuf();
   return ss.str();
 }
 
 vgg::nn::MMDiTConfig config_from(const std::string& s) {
-  if (s.size() > 5 && s.substr(s.size() - 5) == ".json") {
-    std::ifstream f(s);
-    if (!f) throw std::runtime_error("cannot open config " + s);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    return vgg::nn::MMDiTConfig::from_json(ss.str());
-  }
+  if (s.size() > 5 && s.substr(s.size() - 5) == ".json") return vgg::nn::MMDiTConfig::from_json(read_text(s, "config "));
   return vgg::nn::MMDiTConfig::named(s);
 }
 
@@ -148,7 +142,7 @@ int run(int argc, char** argv) {
     if (pos.size() != 3) throw UsageError("folder takes SINGLE.safetensors and OUT_DIR");
     vgg::nn::SingleFileOptions o;
     if (!config.empty()) o.transformer = config_from(config);
-    if (!vae_config.empty()) o.vae = vgg::nn::VaeConfig::from_json(read_text(vae_config));
+    if (!vae_config.empty()) o.vae = vgg::nn::VaeConfig::from_json(read_text(vae_config, "VAE config "));
     o.shift = shift;
     if (dtype != "keep") o.dtype = parse_dtype(dtype);
     o.force = force;

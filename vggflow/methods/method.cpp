@@ -32,6 +32,11 @@ class PolicyMethod : public Method {
     stats["reward"] = mean_of(*reward_, x1, ids);
     if (o_.gold) stats["gold"] = mean_of(*o_.gold, x1, ids);
   }
+  // AM's and PMP's reward-gradient and adjoint statistics
+  static void log_adjoint(const AdjointStats& st, json& part) {
+    part["reward_grad_norm_mean"] = st.grad_norm_mean, part["reward_grad_clip"] = st.clip_threshold;
+    part["adjoint_norm"] = st.adjoint_norm;
+  }
   const Policy& p_;
   std::shared_ptr<const Reward> reward_;
   MethodOptions o_;
@@ -83,8 +88,7 @@ class AdjointMatchingMethod final : public PolicyMethod {
     AdjointStats st;
     Tensor loss = am_loss(p_, *reward_, batch, o_.steps, o_.shift, o_.adjoint, gen, &st);
     part["reward"] = st.reward;  // of the memoryless-SDE samples the adjoint starts from
-    part["reward_grad_norm_mean"] = st.grad_norm_mean, part["reward_grad_clip"] = st.clip_threshold;
-    part["adjoint_norm"] = st.adjoint_norm;
+    log_adjoint(st, part);
     return loss;
   }
 };
@@ -97,8 +101,7 @@ class PmpMethod final : public PolicyMethod {
     Rollout r = sample_rollout(p_, batch, o_.steps, o_.shift, gen);
     Tensor loss = pmp_loss(p_, *reward_, r, o_.adjoint, gen, &st);
     log_rewards(r.latents.back(), r.ids, part);
-    part["reward_grad_norm_mean"] = st.grad_norm_mean, part["reward_grad_clip"] = st.clip_threshold;
-    part["adjoint_norm"] = st.adjoint_norm;
+    log_adjoint(st, part);
     return loss;
   }
 };
