@@ -47,12 +47,16 @@ namespace {
 // The CPU default (2 cores, <= 10 minutes); --preset paper gives the paper's budget.
 const std::vector<cli::Setting>& settings() {
   static const std::vector<cli::Setting> s = {
+      {"preset", "none", 0, 0, "none | paper: the paper's budget and settings (400 updates of 32 trajectories, 5 bins + the last step, CFG 5, 64 evaluation samples per prompt, checkpoints every 20 updates) under the config file and the flags", {"none", "paper"}},
       {"method", "vggflow", 0, 0, "vggflow | refl | draft | am (Adjoint Matching) | pmp (VGG-Flow-PMP)", m::method_names()},
       {"reward", "aesthetic", 0, 0, "aesthetic | classifier[:CLASS] | brightness | contrast | symmetry"},
       {"steps", 40, 1, 1e6, "updates"},
       {"batch", 8, 1, 4096, "trajectories per update"},
       {"micro_batches", 1, 1, 4096, "split each update into this many micro-batches of batch/K trajectories (own draws), gradients accumulated: memory"},
       {"beta", 300.0, 1e-9, 1e12, "inverse temperature beta = 1/lambda of VGG-Flow, PMP and AM (AM's reward multiplier)"},
+      {"am_beta", 0.0, 0, 1e12, "> 0: AM's own reward multiplier instead of --beta"},
+      {"loss_weighting", "paper", 0, 0, "VGG-Flow: paper (eq. 15: mean over transitions of matching + consistency, plus alpha * boundary) | code (the official code: consistency residual / beta, boundary on beta * nu, every term / transitions)", {"paper", "code"}},
+      {"reward_clamp", true, 0, 0, "the training reward sees clamp(x, -1, 1), the image evaluation scores (as the official code's decoder clamps); false: raw x (sd3: the decoder always clamps)"},
       {"alpha", 1e4, 0, 1e12, "VGG-Flow boundary-loss weight"},
       {"eta", "t2", 0, 0, "VGG-Flow eta_t: t2 | t | 1", {"t2", "t", "1"}},
       {"value_net", "small", 0, 0, "VGG-Flow nu_phi: small (paper) | lora (official code)", {"small", "lora"}},
@@ -66,8 +70,8 @@ const std::vector<cli::Setting>& settings() {
       {"clip_fixed", 0.0, 0, 1e12, "> 0: fixed reward-gradient clip norm instead (official code's effective 1)"},
       {"bins", 2, 1, 1000, "VGG-Flow and PMP transitions: one per bin plus the last step (paper: 5)"},
       {"am_times", 4, 1, 1000, "Adjoint Matching: loss times per trajectory (half in the first 60% of the steps)"},
-      {"lr", 5e-4, 0, 1, "learning rate of theta (paper: 5e-4 VGG-Flow, 1e-4 baselines)"},
-      {"lr_value", 5e-4, 0, 1, "learning rate of phi"},
+      {"lr", -1.0, -1, 1, "learning rate of theta; -1: the method's rate in the paper (5e-4 VGG-Flow; 1e-4 ReFL, DRaFT, AM and PMP; PMP 5e-5 with hps or pickscore)"},
+      {"lr_value", -1.0, -1, 1, "VGG-Flow: learning rate of phi; -1: --lr (one rate, as the official code); 0: nu_phi frozen at zero (the ablation without a learned value gradient)"},
       {"weight_decay", 1e-2, 0, 1, "AdamW weight decay"},
       {"max_grad_norm", 1.0, 0, 1e6, "gradient clipping, per group (0 = off)"},
       {"rank", 8, 1, 512, "LoRA rank (alpha = rank) on the attention projections"},
@@ -75,6 +79,7 @@ const std::vector<cli::Setting>& settings() {
       {"sample_steps", 20, 2, 1000, "Euler steps"},
       {"refl_relu", true, 0, 0, "ReFL/DRaFT maximise ReLU(r) (paper) instead of r"},
       {"draft_k", 1, 1, 1000, "DRaFT-K: steps with a graph"},
+      {"draft_k_max", 0, 0, 1000, "> 0: DRaFT-K with K drawn uniformly in [1, draft_k_max] every micro-batch (a random truncation time, as the VGG-Flow paper's DRaFT baseline)"},
       {"draft_lv", 0, 0, 64, "> 0: DRaFT-LV with this many re-noised copies instead of DRaFT-K"},
       {"seed", 0, 0, 9e15, "seed of every random draw"},
       {"eval_every", 20, -1, 1e6, "diversity/FD evaluation interval (0 = start and end only, -1 = never)"},
@@ -99,6 +104,25 @@ const std::vector<cli::Setting>& settings() {
       {"checkpointing", false, 0, 0, "activation checkpointing: the MMDiT per block (policy and value nets) and, sd3, the decoder and the reward's CLIP tower"},
   };
   return s;
+}
+
+// The learning rate of θ the paper uses for each method (its App. C.2 and the baselines' sections).
+double paper_lr(const std::string& method, const std::string& reward) {
+  if (method == "vggflow") return 5e-4;
+  if (method == "pmp" && (reward == "hps" || reward == "pickscore")) return 5e-5;
+  return 1e-4;  // ReFL, DRaFT, AM, PMP on aesthetic
+}
+
+// --preset paper: the paper's budget and settings (Liu et al. §5.1, App. C.2); the config file and
+// the flags override each. β stays this pipeline's (the paper's β is for SD3 latents; docs/methods.md).
+const std::map<std::string, json>& presets() {
+  static const std::map<std::string, json> p = {
+      {"paper", json{{"steps", 400}, {"batch", 32}, {"bins", 5}, {"sample_steps", 20}, {"guidance", 5.0},
+                     {"eta", "t2"}, {"alpha", 1e4}, {"clip_quantile", 0.8}, {"max_grad_norm", 1.0},
+                     {"weight_decay", 1e-2}, {"rank", 8}, {"eval_per_prompt", 64}, {"eval_every", 20},
+                     {"ckpt_every", 20}, {"sample_every", 100}}},
+  };
+  return p;
 }
 
 // The checks across settings (the trainer checked each one's type, range and choices).
@@ -130,6 +154,19 @@ void validate(json& j) {
     throw cli::UsageError("--bins must not exceed --sample-steps");
   if (j["draft_k"].get<int64_t>() > j["sample_steps"].get<int64_t>())
     throw cli::UsageError("--draft-k must not exceed --sample-steps");
+  if (j["draft_k_max"].get<int64_t>() > j["sample_steps"].get<int64_t>())
+    throw cli::UsageError("--draft-k-max must not exceed --sample-steps");
+  if (j["draft_k_max"].get<int64_t>() > 0 && j["draft_k"].get<int64_t>() != 1)
+    throw cli::UsageError("--draft-k and --draft-k-max exclude each other (a fixed K or a random one)");
+  if (j["pipeline"] == "sd3" && !j["reward_clamp"].get<bool>())
+    throw cli::UsageError("--reward-clamp false: the sd3 pipeline's decoder always clamps its images");
+  // -1: the method's rate (written into the run's config.json as the number it resolved to)
+  for (const char* k : {"lr", "lr_value"}) {
+    const double v = j[k].get<double>();
+    if (v < 0 && v != -1.0) throw cli::UsageError(flag_of(k) + " must be -1 (" + (k == std::string("lr") ? "the method's rate" : "--lr") + ") or in [0, 1], got " + j[k].dump());
+  }
+  if (j["lr"].get<double>() == -1.0) j["lr"] = paper_lr(j["method"], j["reward"]);
+  if (j["lr_value"].get<double>() == -1.0) j["lr_value"] = j["lr"];
 }
 
 // The training reward with a test hook: while armed, its gradient is NaN (the value is not).
@@ -169,6 +206,7 @@ int run(int argc, char** argv) {
       "vgg_train: align the flow model to a reward (VGG-Flow, ReFL, DRaFT, Adjoint Matching, VGG-Flow-PMP).\n"
       "Every setting is a flag and a key of the --config JSON (flags win); OUT/config.json keeps the resolved ones.";
   to.settings = settings();
+  to.presets = presets();
   to.validate = validate;
   cli::Trainer trainer(to);
   if (!trainer.parse(argc, argv)) return 0;
@@ -239,6 +277,8 @@ int run(int argc, char** argv) {
   }
   if (rw.fa) rw.fa->to(device);
   if (rw.fb) rw.fb->to(device);
+  // the pixel pipeline's training reward sees the clamped image (sd3: the decoder clamps)
+  if (!sd3 && cfg["reward_clamp"].get<bool>()) rw.reward = std::make_shared<flow::ClampedReward>(rw.reward);
   auto poisonable = std::make_shared<PoisonableReward>(rw.reward);
   rw.reward = poisonable;
   const int64_t inject_nan = cfg["inject_nan_grad"];
@@ -260,11 +300,14 @@ int run(int argc, char** argv) {
   vo.base_direction_grad = cfg["base_direction_grad"], vo.clip_quantile = cfg["clip_quantile"];
   vo.clip_fixed = cfg["clip_fixed"], vo.bins = cfg["bins"];
   vo.derivatives = m::parse_derivatives(cfg["derivatives"]);
+  vo.weighting = m::parse_loss_weighting(cfg["loss_weighting"]);
   m::AdjointOptions& ao = mo.adjoint;
-  ao.beta = cfg["beta"], ao.clip_quantile = cfg["clip_quantile"], ao.clip_fixed = cfg["clip_fixed"];
+  ao.beta = method == "am" && cfg["am_beta"].get<double>() > 0 ? cfg["am_beta"].get<double>() : cfg["beta"].get<double>();
+  ao.clip_quantile = cfg["clip_quantile"], ao.clip_fixed = cfg["clip_fixed"];
   ao.bins = cfg["bins"], ao.times = cfg["am_times"];
-  mo.relu = cfg["refl_relu"], mo.draft_k = cfg["draft_k"], mo.draft_lv = cfg["draft_lv"];
+  mo.relu = cfg["refl_relu"], mo.draft_k = cfg["draft_k"], mo.draft_k_max = cfg["draft_k_max"], mo.draft_lv = cfg["draft_lv"];
   mo.value_net = cfg["value_net"], mo.value_prompt_free = cfg["value_prompt_free"], mo.value_seed = seed + 12;
+  mo.value_zero = cfg["lr_value"].get<double>() == 0.0;
   mo.device = device, mo.compute_dtype = compute, mo.checkpointing = cfg["checkpointing"];
   mo.clamp_logged_samples = !sd3;  // latents are logged as they are (the reward decodes them)
   mo.gold = rw.gold;

@@ -108,7 +108,7 @@ bool Trainer::parse(int argc, char** argv) {
   return true;
 }
 
-void Trainer::apply_file(json& j, const std::string& path, const std::string& what) const {
+json Trainer::read_file(const std::string& path, const std::string& what) const {
   if (!fs::exists(path)) throw UsageError("cannot open " + what + path);
   json c;
   try {
@@ -117,6 +117,10 @@ void Trainer::apply_file(json& j, const std::string& path, const std::string& wh
     throw UsageError(e.what());
   }
   if (!c.is_object()) throw UsageError(path + ": the config must be a JSON object");
+  return c;
+}
+
+void Trainer::apply_file(json& j, const json& c, const std::string& path) const {
   for (auto& [k, v] : c.items()) {
     const auto it = std::find_if(o_.settings.begin(), o_.settings.end(), [&](const Setting& s) { return s.key == k; });
     if (it == o_.settings.end()) throw UsageError(path + ": unknown setting '" + k + "'");
@@ -137,7 +141,18 @@ void Trainer::apply_file(json& j, const std::string& path, const std::string& wh
 json Trainer::resolve(const std::string& file, const std::string& what) const {
   json j = json::object();
   for (const Setting& s : o_.settings) j[s.key] = s.def;
-  if (!file.empty()) apply_file(j, file, what);
+  const json c = file.empty() ? json::object() : read_file(file, what);
+  if (!o_.presets.empty()) {  // the preset named by the flag, else the file, else the default
+    json pick = json::object();
+    pick["preset"] = j["preset"];
+    const auto g = given_.find("preset");
+    if (c.contains("preset")) pick["preset"] = c["preset"];
+    apply_file(j, pick, file.empty() ? "--preset" : file);  // checks the file's value
+    std::string name = g != given_.end() ? g->second : j["preset"].get<std::string>();
+    const auto it = o_.presets.find(name);
+    if (it != o_.presets.end()) apply_file(j, it->second, "preset " + name);
+  }
+  if (!file.empty()) apply_file(j, c, file);
   for (const Setting& s : o_.settings) {
     const auto g = given_.find(s.key);
     if (g == given_.end()) continue;

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
@@ -45,6 +46,9 @@ class Trainer {
     std::string prog;         // "vgg_train": error and progress lines start with it
     std::string description;  // the help's first paragraph
     std::vector<Setting> settings;
+    // Named bundles of settings chosen by the "preset" setting (which must then exist): defaults <-
+    // the preset <- the config file <- flags. A preset's values are checked as a config file's.
+    std::map<std::string, nlohmann::json> presets;
     std::string default_out = "runs/train";
     bool config_file = true;  // a --config FILE.json of settings
     std::vector<std::string> state_keys = {"step"};  // non-negative integers every checkpoint's state.json holds
@@ -102,7 +106,9 @@ class Trainer {
 
  private:
   nlohmann::json resolve(const std::string& file, const std::string& what) const;
-  void apply_file(nlohmann::json& j, const std::string& path, const std::string& what) const;
+  nlohmann::json read_file(const std::string& path, const std::string& what) const;  // a JSON object
+  // c's settings into j, each checked (unknown key, type, range); errors start with `path`
+  void apply_file(nlohmann::json& j, const nlohmann::json& c, const std::string& path) const;
 
   Options o_;
   std::chrono::steady_clock::time_point t_start_;

@@ -52,6 +52,18 @@ class PixelReward : public Reward {
 
 }  // namespace
 
+Tensor ClampedReward::operator()(const Tensor& x) const { return (*r_)(ops::clamp(x, -1.0, 1.0)); }
+Tensor ClampedReward::score(const Tensor& x, const Tensor& ids) const { return r_->score(ops::clamp(x, -1.0, 1.0), ids); }
+
+double out_of_range_fraction(const Tensor& x) {
+  NoGradGuard ng;
+  if (x.numel() == 0) return 0.0;
+  // |x| <= 1 is false for NaN, so NaN counts as outside
+  const Tensor a = ops::abs(ops::to(x, DType::F64));
+  const Tensor inside = ops::to(ops::le(a, full(a.shape(), 1.0, opts(DType::F64, a.device()))), DType::F64);
+  return 1.0 - ops::mean(inside).item();
+}
+
 std::unique_ptr<Reward> make_pixel_reward(const std::string& name) {
   VGG_CHECK(name == "brightness" || name == "contrast" || name == "symmetry", "unknown pixel reward '", name,
             "' (brightness, contrast or symmetry)");

@@ -55,6 +55,24 @@ class PromptBoundReward final : public Reward {
   Tensor ids_;
 };
 
+// r(clamp(x, −1, 1)): the reward of the image a sample is saved and evaluated as. Training rewards
+// see it by default (vgg_train --reward-clamp), as the official VGG-Flow code's decoder clamps its
+// pixels to [0, 1] before the reward; ∇ₓ is zero for pixels outside the range (the clamp's
+// derivative), so a method cannot gain reward by pushing pixels past it. Keeps the reward.
+class ClampedReward final : public Reward {
+ public:
+  explicit ClampedReward(std::shared_ptr<const Reward> r) : r_(std::move(r)) {}
+  std::string name() const override { return r_->name(); }
+  Tensor operator()(const Tensor& x) const override;
+  Tensor score(const Tensor& x, const Tensor& ids) const override;
+  bool uses_prompts() const override { return r_->uses_prompts(); }
+
+ private:
+  std::shared_ptr<const Reward> r_;
+};
+// The fraction of x's elements outside [−1, 1] (NaN counts as outside), no graph.
+double out_of_range_fraction(const Tensor& x);
+
 // Pixel rewards: "brightness", "contrast", "symmetry".
 std::unique_ptr<Reward> make_pixel_reward(const std::string& name);
 

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <memory>
+#include <set>
 
 #include "autograd/engine.h"
 #include "tests/support/test_support.h"
@@ -438,15 +439,21 @@ TEST(VGGFlow, LossPiecesFollowTheirEquations) {
 
 TEST(VGGFlow, SubsamplingClippingAndQuantiles) {
   Generator gen(3);
-  for (int rep = 0; rep < 20; ++rep) {
+  std::set<int64_t> bin0;
+  for (int rep = 0; rep < 200; ++rep) {
     std::vector<int64_t> idx = m::subsample_transitions(20, 5, gen);
     ASSERT_EQ(idx.size(), 6u);
     for (int64_t b = 0; b < 5; ++b) {
-      EXPECT_GE(idx[static_cast<size_t>(b)], 4 * b);
+      EXPECT_GE(idx[static_cast<size_t>(b)], std::max<int64_t>(4 * b, 1));  // never t = 0
       EXPECT_LT(idx[static_cast<size_t>(b)], 4 * b + 4);
     }
+    bin0.insert(idx[0]);
     EXPECT_EQ(idx[5], 19);
   }
+  EXPECT_EQ(bin0, (std::set<int64_t>{1, 2, 3}));  // bin 0 is {1, 1, 2, 3}: every state but x_0 is reached
+  // one step per bin: the bins are the steps, step 0 clamped to 1; a one-step schedule keeps step 0
+  EXPECT_EQ(m::subsample_transitions(3, 3, gen), (std::vector<int64_t>{1, 1, 2, 2}));
+  EXPECT_EQ(m::subsample_transitions(1, 1, gen), (std::vector<int64_t>{0, 0}));
   EXPECT_TRUE(throws_error([&] { m::subsample_transitions(4, 5, gen); }, {"bins (5)"}));
   EXPECT_DOUBLE_EQ(m::quantile({1, 2, 3, 4, 5}, 0.8), 4.2);  // numpy: 4.2
   EXPECT_DOUBLE_EQ(m::quantile({7}, 0.8), 7.0);

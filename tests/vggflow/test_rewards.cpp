@@ -1,5 +1,8 @@
 // Rewards: f64 gradchecks of every reward, values on hand-made images, per-class behaviour on the
 // real test set, and the feature networks' shapes.
+#include <cmath>
+
+#include "autograd/engine.h"
 #include "autograd/gradcheck.h"
 #include "tests/support/test_support.h"
 #include "vggflow/data.h"
@@ -28,6 +31,31 @@ TEST(GradcheckRewards, NetworkRewards) {
     EXPECT_GRADCHECK(gradcheck([&](const std::vector<Tensor>& in) { return cls(in[0]); }, {x}));
     EXPECT_GRADCHECK(gradcheck([&](const std::vector<Tensor>& in) { return aes(in[0]); }, {x}));
   }
+}
+
+// The clamped training reward: r(clamp(x, −1, 1)), no gradient through pixels outside the range;
+// the out-of-range fraction counts NaN as outside.
+TEST(Rewards, ClampedRewardSeesTheSavedImage) {
+  std::shared_ptr<const flow::Reward> r(flow::make_pixel_reward("contrast").release());
+  flow::ClampedReward c(r);
+  Tensor x = from_vector(std::vector<double>{-1.5, -0.5, 0.25, 0.5, 1.0, 2.0, 0.0, -0.75}, {1, 1, 2, 4}, opts(DType::F64));
+  Tensor xc = from_vector(std::vector<double>{-1.0, -0.5, 0.25, 0.5, 1.0, 1.0, 0.0, -0.75}, {1, 1, 2, 4}, opts(DType::F64));
+  EXPECT_EQ(c(x).item(), (*r)(xc).item());
+  EXPECT_NE(c(x).item(), (*r)(x).item());
+  EXPECT_EQ(c.name(), "contrast");
+  Tensor xi = x.detach().requires_grad_(true), xci = xc.detach().requires_grad_(true);
+  backward(c(xi));
+  backward((*r)(xci));
+  const std::vector<double> g = xi.grad().to_vector(), gc = xci.grad().to_vector(), v = x.to_vector();
+  for (size_t i = 0; i < g.size(); ++i) {
+    if (std::abs(v[i]) > 1)
+      EXPECT_EQ(g[i], 0.0) << i;  // a pixel past the range gets no push
+    else
+      EXPECT_EQ(g[i], gc[i]) << i;
+  }
+  EXPECT_DOUBLE_EQ(flow::out_of_range_fraction(x), 2.0 / 8);
+  Tensor n = from_vector(std::vector<double>{0.0, std::nan(""), 1.0, -1.0}, {4}, opts(DType::F64));
+  EXPECT_DOUBLE_EQ(flow::out_of_range_fraction(n), 1.0 / 4);
 }
 
 TEST(Rewards, ValuesOnKnownImages) {

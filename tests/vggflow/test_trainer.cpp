@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "autograd/engine.h"
 #include "autograd/ops.h"
@@ -144,6 +145,53 @@ TEST(Trainer, ResolvesDefaultsConfigAndFlags) {
   EXPECT_EQ(err({"--config", (d / "type.json").string()}), (d / "type.json").string() + ": 'steps' must be an integer, got 2.0");
   std::ofstream(d / "key.json") << R"({"stepz": 2})";
   EXPECT_EQ(err({"--config", (d / "key.json").string()}), (d / "key.json").string() + ": unknown setting 'stepz'");
+  fs::remove_all(d);
+}
+
+// A preset sits between the defaults and the config file: defaults <- preset <- file <- flags; the
+// preset is named by a flag or the file; a bad preset value in a preset table is refused as a file's.
+TEST(Trainer, PresetsSitUnderTheConfigFileAndFlags) {
+  const fs::path d = fresh_dir("preset");
+  cli::Trainer::Options o = options();
+  o.settings.push_back({"preset", "none", 0, 0, "preset", {"none", "big", "broken"}});
+  o.presets = {{"big", json{{"steps", 90}, {"batch", 32}, {"lr", 0.125}}}, {"broken", json{{"steps", 1000}}}};
+  auto cfg = [&](std::vector<std::string> w, const std::string& run) {
+    w.push_back("--out");
+    w.push_back((d / run).string());
+    Args a(std::move(w));
+    cli::Trainer t(o);
+    EXPECT_TRUE(t.parse(a.argc(), a.argv()));
+    t.open();
+    return t.cfg();
+  };
+  json c = cfg({"--preset", "big", "--batch", "16"}, "a");
+  EXPECT_EQ(c["steps"].get<int64_t>(), 90);   // the preset over the default
+  EXPECT_EQ(c["batch"].get<int64_t>(), 16);   // the flag over the preset
+  EXPECT_EQ(c["lr"].get<double>(), 0.125);
+  std::ofstream(d / "p.json") << R"({"preset": "big", "lr": 0.5})";
+  c = cfg({"--config", (d / "p.json").string()}, "b");
+  EXPECT_EQ(c["steps"].get<int64_t>(), 90);  // named by the file
+  EXPECT_EQ(c["lr"].get<double>(), 0.5);     // the file over the preset
+  c = cfg({"--config", (d / "p.json").string(), "--preset", "none"}, "c");
+  EXPECT_EQ(c["steps"].get<int64_t>(), 4);   // the flag's preset (none) over the file's
+  EXPECT_EQ(c["lr"].get<double>(), 0.5);
+  c = cfg({}, "d");
+  EXPECT_EQ(c["preset"].get<std::string>(), "none");
+  EXPECT_EQ(c["batch"].get<int64_t>(), 2);
+  auto err = [&](std::vector<std::string> w) {
+    return usage_error([&] {
+      w.push_back("--out");
+      w.push_back((d / "bad").string());
+      Args a(std::move(w));
+      cli::Trainer t(o);
+      t.parse(a.argc(), a.argv());
+      t.open();
+    });
+  };
+  EXPECT_EQ(err({"--preset", "small"}), "--preset must be none, big or broken, got 'small'");
+  EXPECT_EQ(err({"--preset", "broken"}), "preset broken: 'steps' must be in [1, 100], got 1000");
+  std::ofstream(d / "q.json") << R"({"preset": "tiny"})";
+  EXPECT_EQ(err({"--config", (d / "q.json").string()}), (d / "q.json").string() + ": 'preset' must be none, big or broken, got 'tiny'");
   fs::remove_all(d);
 }
 
@@ -307,6 +355,64 @@ TEST(Methods, EveryMethodBehindTheInterface) {
   }
   o.name = "ppo";
   EXPECT_TRUE(throws_error([&] { m::make_method(p, reward, o); }, {"unknown method 'ppo'"}));
+}
+
+// The study's fidelity switches (docs/methods.md): the official code's loss weighting against
+// eq. 15 on the same draws, ν_φ frozen at zero, DRaFT-K's random K, the out-of-range fraction.
+TEST(Methods, FidelitySwitches) {
+  m::Policy p = m::make_policy(small_flow_model(3), 4, 2.0, 9);
+  std::shared_ptr<const flow::Reward> reward(flow::make_pixel_reward("contrast").release());
+  m::MethodOptions o;
+  o.steps = 4, o.vggflow.bins = 2, o.vggflow.beta = 2, o.vggflow.alpha = 3, o.adjoint.beta = 2, o.adjoint.bins = 2;
+  o.adjoint.times = 2;
+  auto run = [&](const m::MethodOptions& mo, uint64_t seed) {
+    auto meth = m::make_method(p, reward, mo);
+    Generator gen(seed);
+    json stats;
+    stats["loss"] = meth->loss(2, gen, stats).item();
+    return stats;
+  };
+  o.name = "vggflow";
+  const json paper = run(o, 4);
+  m::MethodOptions oc = o;
+  oc.vggflow.weighting = m::LossWeighting::Code;
+  const json code = run(oc, 4);
+  const double lm = paper["loss_matching"], lc = paper["loss_consistency"], lb = paper["loss_boundary"], beta = 2, S = 3;
+  EXPECT_EQ(code["loss_consistency"].get<double>(), lc);  // the same draws and the same terms
+  EXPECT_GT(lb, 0.0);
+  EXPECT_NEAR(paper["loss"].get<double>(), lm + lc + 3 * lb, 1e-5 * paper["loss"].get<double>());
+  EXPECT_NEAR(code["loss"].get<double>(), lm + lc / (beta * beta) + 3 * beta * beta * lb / S, 1e-5 * code["loss"].get<double>());
+  // ν_φ frozen at zero: every slot's ‖β·ν‖ and the boundary term are exactly zero
+  m::MethodOptions oz = o;
+  oz.value_zero = true;
+  const json zero = run(oz, 4);
+  EXPECT_EQ(zero["loss_boundary"].get<double>(), 0.0);
+  for (int j = 0; j < 3; ++j) {  // ν recovered as g + η·clip ∇r: zero up to g's f32 rounding
+    const std::string b = "bin" + std::to_string(j) + "_";
+    EXPECT_LT(zero[b + "nu_norm"].get<double>(), 1e-5 * zero[b + "guide_norm"].get<double>());
+  }
+  // DRaFT-K with K in [1, 3] of 4 steps: the graph starts at step 4 − K, every K is drawn
+  m::MethodOptions od = o;
+  od.name = "draft", od.draft_k_max = 3;
+  std::set<int64_t> starts;
+  for (uint64_t s = 0; s < 24; ++s) starts.insert(run(od, s)["graph_step"].get<int64_t>());
+  EXPECT_EQ(starts, (std::set<int64_t>{1, 2, 3}));
+  EXPECT_TRUE(throws_error([&] {
+    Generator g(1);
+    m::draw_draft_k(0, g);
+  }, {"K_max must be >= 1"}));
+  // every method logs the fraction of its samples' pixels outside [−1, 1] (pixel pipelines)
+  for (const std::string& name : m::method_names()) {
+    SCOPED_TRACE(name);
+    o.name = name;
+    const json st = run(o, 5);
+    ASSERT_TRUE(st.contains("x1_out_of_range"));
+    EXPECT_GE(st["x1_out_of_range"].get<double>(), 0.0);
+    EXPECT_LE(st["x1_out_of_range"].get<double>(), 1.0);
+    o.clamp_logged_samples = false;
+    EXPECT_FALSE(run(o, 5).contains("x1_out_of_range"));
+    o.clamp_logged_samples = true;
+  }
 }
 
 namespace {

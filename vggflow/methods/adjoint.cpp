@@ -74,6 +74,7 @@ Tensor clipped_reward_gradient(const Reward& reward, const Tensor& x, const Adjo
   std::vector<double> norms = per_sample_norms(rg.grad);
   const double thr = o.clip_fixed > 0 ? o.clip_fixed : quantile(norms, o.clip_quantile);
   st->reward = ops::mean(rg.value).item();
+  st->out_of_range = out_of_range_fraction(x);
   st->clip_threshold = thr;
   double s = 0;
   for (double v : norms) s += v;

@@ -88,6 +88,7 @@ std::vector<int64_t> stratified_times(int64_t steps, int64_t times, Generator& g
 
 struct AdjointStats {
   double reward = 0;          // mean r(X₁) of the training trajectories
+  double out_of_range = 0;    // the fraction of X₁'s elements outside [−1, 1]
   double grad_norm_mean = 0;  // mean ‖∇r(X₁)‖
   double clip_threshold = 0;
   double adjoint_norm = 0;    // mean per-sample ‖ã‖ (or ‖a‖) at the earliest loss time

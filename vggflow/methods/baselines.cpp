@@ -24,9 +24,10 @@ Partial rollout_to(const Policy& p, int64_t batch, int64_t steps, double shift, 
   return out;
 }
 
-Tensor objective(const Reward& reward, const Tensor& x, bool relu, double* mean_reward) {
+Tensor objective(const Reward& reward, const Tensor& x, bool relu, double* mean_reward, double* out_of_range) {
   Tensor r = reward(x);
   *mean_reward = ops::mean(r.detach()).item();
+  *out_of_range = out_of_range_fraction(x);
   return ops::neg(ops::mean(relu ? ops::relu(r) : r));
 }
 
@@ -47,7 +48,7 @@ Tensor refl_loss(const Policy& p, const Reward& reward, int64_t batch, int64_t s
   Tensor x1 = ops::sub(s.x, ops::mul(per_sample(sigma, s.x), u));  // x̂₁ with the graph through u
   BaselineStats st;
   st.step = k;
-  Tensor loss = objective(PromptBoundReward(reward, s.r.ids), x1, relu, &st.reward);
+  Tensor loss = objective(PromptBoundReward(reward, s.r.ids), x1, relu, &st.reward, &st.out_of_range);
   if (stats) *stats = st;
   return loss;
 }
@@ -59,9 +60,14 @@ Tensor draft_loss(const Policy& p, const Reward& reward, int64_t batch, int64_t 
   Tensor x1 = euler_steps(p, s.x, s.r.sigmas, steps - k, steps, s.r.cond, s.r.uncond);
   BaselineStats st;
   st.step = steps - k;
-  Tensor loss = objective(PromptBoundReward(reward, s.r.ids), x1, relu, &st.reward);
+  Tensor loss = objective(PromptBoundReward(reward, s.r.ids), x1, relu, &st.reward, &st.out_of_range);
   if (stats) *stats = st;
   return loss;
+}
+
+int64_t draw_draft_k(int64_t k_max, Generator& gen) {
+  VGG_CHECK(k_max >= 1, "DRaFT-K: K_max must be >= 1, got ", k_max);
+  return uniform_int(1, k_max + 1, gen);
 }
 
 Tensor draft_lv_loss(const Policy& p, const Reward& reward, int64_t batch, int64_t steps, double shift, int64_t n,
@@ -77,9 +83,10 @@ Tensor draft_lv_loss(const Policy& p, const Reward& reward, int64_t batch, int64
     Tensor eps = ops::to(randn(s.x.shape(), {}, &gen), s.x.device());  // host draw: the same on every device
     Tensor xs = ops::add(ops::mul(s.x, 1.0 - sig), ops::mul(eps, static_cast<double>(sig)));  // back to σ_{N−1}
     Tensor u = p.velocity(xs, sigma, s.r.cond, s.r.uncond, /*sg_uncond=*/true);
-    double m = 0;
-    Tensor l = objective(PromptBoundReward(reward, s.r.ids), ops::sub(xs, ops::mul(u, static_cast<double>(sig))), relu, &m);
+    double m = 0, out = 0;
+    Tensor l = objective(PromptBoundReward(reward, s.r.ids), ops::sub(xs, ops::mul(u, static_cast<double>(sig))), relu, &m, &out);
     st.reward += m / static_cast<double>(n);
+    st.out_of_range += out / static_cast<double>(n);
     loss = loss.defined() ? ops::add(loss, l) : l;
   }
   if (stats) *stats = st;

@@ -17,6 +17,7 @@ namespace vgg::flow::methods {
 
 struct BaselineStats {
   double reward = 0;  // mean r at the point the loss is taken
+  double out_of_range = 0;  // the fraction of that point's elements outside [−1, 1]
   int64_t step = 0;   // ReFL's k, DRaFT's first graph step
 };
 
@@ -24,6 +25,9 @@ Tensor refl_loss(const Policy& p, const Reward& reward, int64_t batch, int64_t s
                  Generator& gen, BaselineStats* stats);
 Tensor draft_loss(const Policy& p, const Reward& reward, int64_t batch, int64_t steps, double shift, int64_t k,
                   bool relu, Generator& gen, BaselineStats* stats);
+// DRaFT-K's K drawn uniformly in [1, k_max] (one draw from gen): the VGG-Flow paper's DRaFT
+// baseline truncates the graph at a random time 1 − K·Δt.
+int64_t draw_draft_k(int64_t k_max, Generator& gen);
 Tensor draft_lv_loss(const Policy& p, const Reward& reward, int64_t batch, int64_t steps, double shift, int64_t n,
                      bool relu, Generator& gen, BaselineStats* stats);
 

@@ -31,6 +31,7 @@ class PolicyMethod : public Method {
     const Tensor x1 = o_.clamp_logged_samples ? ops::clamp(x_last, -1.0, 1.0) : x_last;
     stats["reward"] = mean_of(*reward_, x1, ids);
     if (o_.gold) stats["gold"] = mean_of(*o_.gold, x1, ids);
+    if (o_.clamp_logged_samples) stats["x1_out_of_range"] = out_of_range_fraction(x_last);
   }
   // AM's and PMP's reward-gradient and adjoint statistics
   static void log_adjoint(const AdjointStats& st, json& part) {
@@ -47,6 +48,7 @@ class VGGFlowMethod final : public PolicyMethod {
   VGGFlowMethod(const Policy& p, std::shared_ptr<const Reward> r, const MethodOptions& o)
       : PolicyMethod(p, std::move(r), o),
         value_(o.value_net, p.model, o.vggflow.beta, o.value_prompt_free, o.value_seed, o.device) {
+    if (o.value_zero) value_.zero_output();
     value_.net().checkpointing = o.checkpointing;
     value_.net().set_compute_dtype(o.compute_dtype);
   }
@@ -88,6 +90,7 @@ class AdjointMatchingMethod final : public PolicyMethod {
     AdjointStats st;
     Tensor loss = am_loss(p_, *reward_, batch, o_.steps, o_.shift, o_.adjoint, gen, &st);
     part["reward"] = st.reward;  // of the memoryless-SDE samples the adjoint starts from
+    if (o_.clamp_logged_samples) part["x1_out_of_range"] = st.out_of_range;
     log_adjoint(st, part);
     return loss;
   }
@@ -112,10 +115,17 @@ class DirectMethod final : public PolicyMethod {
   using PolicyMethod::PolicyMethod;
   Tensor loss(int64_t batch, Generator& gen, json& part) override {
     BaselineStats st;
-    Tensor loss = o_.name == "refl" ? refl_loss(p_, *reward_, batch, o_.steps, o_.shift, o_.relu, gen, &st)
-                  : o_.draft_lv > 0 ? draft_lv_loss(p_, *reward_, batch, o_.steps, o_.shift, o_.draft_lv, o_.relu, gen, &st)
-                                    : draft_loss(p_, *reward_, batch, o_.steps, o_.shift, o_.draft_k, o_.relu, gen, &st);
+    Tensor loss;
+    if (o_.name == "refl") {
+      loss = refl_loss(p_, *reward_, batch, o_.steps, o_.shift, o_.relu, gen, &st);
+    } else if (o_.draft_lv > 0) {
+      loss = draft_lv_loss(p_, *reward_, batch, o_.steps, o_.shift, o_.draft_lv, o_.relu, gen, &st);
+    } else {
+      const int64_t k = o_.draft_k_max > 0 ? draw_draft_k(o_.draft_k_max, gen) : o_.draft_k;
+      loss = draft_loss(p_, *reward_, batch, o_.steps, o_.shift, k, o_.relu, gen, &st);
+    }
     part["reward"] = st.reward, part["graph_step"] = st.step;
+    if (o_.clamp_logged_samples) part["x1_out_of_range"] = st.out_of_range;
     return loss;
   }
 };

@@ -50,17 +50,21 @@ struct MethodOptions {
   AdjointOptions adjoint;  // AM, PMP
   bool relu = true;        // ReFL, DRaFT: maximise ReLU(r)
   int64_t draft_k = 1;     // DRaFT-K
+  int64_t draft_k_max = 0; // > 0: DRaFT-K with K drawn uniformly in [1, draft_k_max] every micro-batch
   int64_t draft_lv = 0;    // > 0: DRaFT-LV with this many copies instead
   // VGG-Flow's value net ν_φ (ValueNet): architecture, prompt-free, seed, device, compute dtype,
   // activation checkpointing
   std::string value_net = "small";
   bool value_prompt_free = false;
   uint64_t value_seed = 0;
+  bool value_zero = false;  // ν_φ starts at exactly zero (its output projection zeroed): with a zero
+                            // learning rate the ablation without a learned value gradient
   Device device = Device::cpu();
   std::optional<DType> compute_dtype;
   bool checkpointing = false;
   // Pixel pipelines log the reward of x₁ clamped to the image range [-1, 1] (as evaluation sees
-  // it); latent pipelines (the reward decodes) log it as is.
+  // it) and the fraction of x₁'s pixels outside it ("x1_out_of_range"; ReFL and DRaFT: of the
+  // point their reward is taken at); latent pipelines (the reward decodes) log the reward as is.
   bool clamp_logged_samples = true;
   std::shared_ptr<const Reward> gold;  // also logged ("gold") when set
 };

@@ -19,6 +19,12 @@ Eta parse_eta(const std::string& s) {
   VGG_FAIL("unknown eta schedule '", s, "' (t2, t or 1)");
 }
 
+LossWeighting parse_loss_weighting(const std::string& s) {
+  if (s == "paper") return LossWeighting::Paper;
+  if (s == "code") return LossWeighting::Code;
+  VGG_FAIL("unknown loss weighting '", s, "' (paper or code)");
+}
+
 Derivatives parse_derivatives(const std::string& s) {
   if (s == "fd") return Derivatives::FiniteDifference;
   if (s == "exact") return Derivatives::Exact;
@@ -101,6 +107,12 @@ Field ValueNet::field(const Conditioning& cond, const Conditioning& uncond) cons
   const Conditioning* cp = &cond;
   const Conditioning* up = &uncond;
   return [=](const Tensor& x, const Tensor& s) { return vp->nu(x, s, *cp, *up); };
+}
+
+void ValueNet::zero_output() {
+  NoGradGuard ng;
+  for (auto& [n, t] : net_->named_parameters())
+    if (n == "proj_out.weight" || n == "proj_out.bias") ops::mul_(t, 0.0);
 }
 
 nn::NamedTensors ValueNet::state() const {
@@ -362,10 +374,15 @@ std::vector<int64_t> subsample_transitions(int64_t steps, int64_t bins, Generato
   VGG_CHECK(steps >= 1 && bins >= 1 && bins <= steps, "transition subsampling: need 1 <= bins (", bins,
             ") <= steps (", steps, ")");
   std::vector<double> u = rand({bins}, opts(DType::F64), &gen).to_vector();
+  // never the pure-noise state x_0 at t = 0 (σ = 1), where eq. 43's central difference would
+  // evaluate σ > 1: a draw of step 0 moves to step 1, as the official code clamps (bin 0 of 20
+  // steps in 5 bins becomes {1, 1, 2, 3}); a one-step schedule has only step 0
+  const int64_t first = std::min<int64_t>(1, steps - 1);
   std::vector<int64_t> idx;
   for (int64_t b = 0; b < bins; ++b) {
     const int64_t lo = b * steps / bins, hi = (b + 1) * steps / bins;  // [lo, hi)
-    idx.push_back(std::min(hi - 1, lo + static_cast<int64_t>(u[static_cast<size_t>(b)] * static_cast<double>(hi - lo))));
+    const int64_t k = std::min(hi - 1, lo + static_cast<int64_t>(u[static_cast<size_t>(b)] * static_cast<double>(hi - lo)));
+    idx.push_back(std::max(k, first));
   }
   idx.push_back(steps - 1);
   return idx;
@@ -379,6 +396,7 @@ Tensor vggflow_loss(const Fields& f, const Field& nu, const Reward& reward, cons
   std::vector<std::vector<int64_t>> idx;
   for (int64_t i = 0; i < B; ++i) idx.push_back(subsample_transitions(N, o.bins, gen));
   const size_t slots = idx[0].size();
+  const bool code = o.weighting == LossWeighting::Code;
   VGGFlowStats st;
   std::vector<double> all_norms;
   Tensor total;
@@ -430,14 +448,14 @@ Tensor vggflow_loss(const Fields& f, const Field& nu, const Reward& reward, cons
       st.bin_guide_norm.push_back(mean_norm(guide));
       st.bin_consistency.push_back(lc.item());
     }
-    Tensor l = ops::add(lm, lc);
+    Tensor l = ops::add(lm, code ? ops::mul(lc, 1.0 / (o.beta * o.beta)) : lc);
     total = total.defined() ? ops::add(total, l) : l;
   }
   total = ops::mul(total, 1.0 / static_cast<double>(slots));
   // eq. 13 at the trajectory's end x₁ (σ = 0)
   Tensor lb = boundary_loss(nu(xs.back(), zeros({B}, opts(DType::F32, xs.back().device()))));
   st.boundary = lb.item();
-  total = ops::add(total, ops::mul(lb, o.alpha));
+  total = ops::add(total, ops::mul(lb, code ? o.alpha * o.beta * o.beta / static_cast<double>(slots) : o.alpha));
   double s = 0;
   st.grad_norm_max = 0;
   for (double n : all_norms) s += n, st.grad_norm_max = std::max(st.grad_norm_max, n);

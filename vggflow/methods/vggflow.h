@@ -87,6 +87,8 @@ class ValueNet {
   std::vector<Tensor> parameters() const { return params_; }
   std::vector<std::string> parameter_names() const { return names_; }
   nn::MMDiT& net() { return *net_; }
+  // Zeroes the output projection (weight and bias): ν_φ ≡ 0 until φ moves.
+  void zero_output();
   const std::string& kind() const { return kind_; }
   // Weights that change in training (state_dict for "small", adapters + proj_out for "lora").
   nn::NamedTensors state() const;
@@ -100,6 +102,18 @@ class ValueNet {
   std::vector<Tensor> params_;
   std::vector<std::string> names_;
 };
+
+// How the three losses are weighted into one update's loss (S transitions per trajectory):
+//   paper  eq. 15 as written: mean_S(L_matching + L_consistency) + α·L_boundary, with
+//          L_consistency = mean(R²) and L_boundary = mean(ν_φ²);
+//   code   the official code's scaling: the residual divided by β and the boundary term on the
+//          network output β·ν_φ, every term normalised by the transitions (the code divides the
+//          per-transition sum by accumulation × transitions):
+//            mean_S(L_matching + L_consistency/β²) + α·β²·L_boundary/S.
+//          Against the paper, φ's two terms move by 1/β² and β²/S: their ratio by ~β⁴.
+// The logged loss_consistency and loss_boundary are the unweighted means either way.
+enum class LossWeighting { Paper, Code };
+LossWeighting parse_loss_weighting(const std::string& s);  // "paper", "code"
 
 // How the consistency residual's derivatives are computed (see the top of this file).
 enum class Derivatives { FiniteDifference, Exact };
@@ -118,6 +132,7 @@ struct VGGFlowOptions {
   int64_t bins = 5;                  // transitions: one per bin, plus the last step
   Derivatives derivatives = Derivatives::FiniteDifference;  // eq. 12's derivatives (see the top)
   bool base_transpose = false;       // exact only: [∇v_base]ᵀg (eq. 12 as written) for [∇v_base]·g
+  LossWeighting weighting = LossWeighting::Paper;
 };
 
 
@@ -183,7 +198,8 @@ Tensor eta_tangent(Eta e, const Tensor& sigma, const Tensor& dsigma, const Tenso
 Tensor boundary_loss(const Tensor& nu_at_x1);
 
 // Transition indices of one trajectory of `steps` steps: one uniform draw in each of `bins`
-// contiguous bins of the step indices, plus the last step (paper §5.1, code's forced last step).
+// contiguous bins of the step indices, plus the last step (paper §5.1, code's forced last step);
+// never step 0 (t = 0) when there are two steps or more: a draw of 0 becomes 1, as in the code.
 std::vector<int64_t> subsample_transitions(int64_t steps, int64_t bins, Generator& gen);
 
 // One update's loss over a rollout (Algorithm 1, with the losses summed into one AdamW step as the
