@@ -64,6 +64,26 @@ EvalReference make_reference(const FlowModel& base, FeatureNet& fb, const ImageS
   ref.real_b = fit_gaussian(rb);
   ref.fd_real_floor = frechet_distance(fit_gaussian(ra), ref.real_b);
   ref.real_pixels = pixel_stats(ops::narrow(real, 0, 0, total));
+  // the metrics' range: n real images of each class (in the random order above) scored as samples
+  // are, and a collapsed model (every sample of a prompt the base's first: zero covariance)
+  const std::vector<double> labels = ops::index_select(test.labels, 0, perm).to_vector();
+  for (int64_t c = 0; c < 10; ++c) {
+    std::vector<int64_t> rows;
+    for (size_t i = 0; i < labels.size() && static_cast<int64_t>(rows.size()) < n; ++i)
+      if (labels[i] == static_cast<double>(c)) rows.push_back(static_cast<int64_t>(i));
+    VGG_CHECK(static_cast<int64_t>(rows.size()) == n, "evaluation: ", n, " samples per prompt need ", n,
+              " real test images of class ", c, ", the test set has ", rows.size());
+    const Tensor imgs = ops::index_select(real, 0, from_vector(rows, {n}));
+    const Tensor ec = embed_all(fb, imgs);
+    ref.real_fd_base += frechet_distance(fit_gaussian(ec), ref.base_b[static_cast<size_t>(c)]) / 10;
+    ref.real_diversity += diversity(ops::narrow(ec, 0, 0, o.diversity_n)) / 10;
+    ref.real_pixel_diversity += pixel_diversity(ops::narrow(imgs, 0, 0, o.diversity_n)) / 10;
+    Gaussian one = fit_gaussian(ops::narrow(ea, 0, c * n, n));
+    const std::vector<double> first = ops::narrow(ea, 0, c * n, 1).to_vector();
+    one.mean = first;
+    std::fill(one.cov.begin(), one.cov.end(), 0.0);
+    ref.collapsed_fd_base += frechet_distance(one, ref.base_b[static_cast<size_t>(c)]) / 10;
+  }
   return ref;
 }
 
@@ -92,7 +112,7 @@ Tensor gaussians_to(const std::vector<Gaussian>& gs, bool cov) {
 std::string reference_key(const EvalOptions& o, const std::vector<std::string>& files) {
   std::ostringstream k;
   k.precision(17);
-  k << "eval-reference v1 n=" << o.per_prompt << " div=" << o.diversity_n << " seed=" << o.seed
+  k << "eval-reference v2 n=" << o.per_prompt << " div=" << o.diversity_n << " seed=" << o.seed
     << " steps=" << o.sampling.steps << " shift=" << o.sampling.shift << " guidance=" << o.sampling.guidance;
   if (o.device.is_cuda()) k << " sampled-on-cuda";  // GPU kernels round differently from the CPU's
   std::vector<std::string> sorted = files;
@@ -114,6 +134,9 @@ void save_reference(const std::string& path, const EvalReference& ref, const std
                                                       ref.real_pixels.entropy_bits, ref.real_pixels.nonfinite},
                                   {4}, opts(DType::F64))},
       {"base_images_a", ref.base_images_a},
+      {"reference_values", from_vector(std::vector<double>{ref.real_fd_base, ref.real_diversity, ref.real_pixel_diversity,
+                                                           ref.collapsed_fd_base},
+                                       {4}, opts(DType::F64))},
   };
   save_safetensors(path, t,
                    {{"key", key}, {"base_n", std::to_string(ref.base_b.at(0).n)}, {"real_n", std::to_string(ref.real_b.n)}});
@@ -151,7 +174,7 @@ bool load_reference(const std::string& path, const std::string& key, const EvalO
     if (!parse_count(f.metadata, "real_n", 2, int64_t{1} << 40, &real_n) || real_n != 10 * n)
       return reject("real_n is not the " + std::to_string(10 * n) + " real images of these options");
     for (const char* name : {"base_b_mean", "base_b_cov", "fd_base_floor", "real_b_mean", "real_b_cov", "fd_real_floor",
-                             "real_pixels", "base_images_a"})
+                             "real_pixels", "base_images_a", "reference_values"})
       if (!f.contains(name)) return reject(std::string("no tensor ") + name);
     auto unpack = [&](const char* mean, const char* cov, int64_t count, int64_t nsamples, std::vector<Gaussian>* gs) {
       const Tensor& m = f.at(mean);
@@ -195,6 +218,11 @@ bool load_reference(const std::string& path, const std::string& key, const EvalO
     const Tensor& img = f.at("base_images_a");
     if (!(img.dim() == 4 && img.size(0) == 10 * n && is_floating(img.dtype()))) return reject("base_images_a has the wrong shape");
     r.base_images_a = img;
+    const std::vector<double> rv = f.at("reference_values").to_vector();
+    if (rv.size() != 4) return reject("reference_values is not 4 values");
+    for (double v : rv)
+      if (!std::isfinite(v)) return reject("non-finite reference values");
+    r.real_fd_base = rv[0], r.real_diversity = rv[1], r.real_pixel_diversity = rv[2], r.collapsed_fd_base = rv[3];
     *ref = std::move(r);
     return true;
   } catch (const std::exception& e) {
@@ -220,13 +248,18 @@ nlohmann::json evaluate_images(const Tensor& images, const RewardPair& rw, const
   Tensor e = embed_all(*rw.fb, images);
   std::vector<int64_t> labels = per_class_ids(n);
   j["fb_accuracy"] = class_accuracy(*rw.fb, images, from_vector(labels, {10 * n}));
-  std::vector<double> div, fd;
+  std::vector<double> div, pdiv, fd;
   for (int64_t c = 0; c < 10; ++c) {
     Tensor ec = ops::narrow(e, 0, c * n, n);
     div.push_back(diversity(ops::narrow(ec, 0, 0, ref.opt.diversity_n)));
+    pdiv.push_back(pixel_diversity(ops::narrow(images, 0, c * n, ref.opt.diversity_n)));
     fd.push_back(frechet_distance(fit_gaussian(ec), ref.base_b[static_cast<size_t>(c)]));
   }
   j["diversity"] = mean_of(div), j["diversity_per_prompt"] = div;
+  j["pixel_diversity"] = mean_of(pdiv), j["pixel_diversity_per_prompt"] = pdiv;
+  j["reference"] = {{"real", {{"fd_base", ref.real_fd_base}, {"diversity", ref.real_diversity},
+                              {"pixel_diversity", ref.real_pixel_diversity}}},
+                    {"collapsed", {{"fd_base", ref.collapsed_fd_base}, {"diversity", 0.0}, {"pixel_diversity", 0.0}}}};
   j["fd_base"] = mean_of(fd), j["fd_base_per_prompt"] = fd;
   j["fd_base_floor"] = mean_of(ref.fd_base_floor), j["fd_base_floor_per_prompt"] = ref.fd_base_floor;
   j["fd_real"] = frechet_distance(fit_gaussian(e), ref.real_b);

@@ -8,6 +8,11 @@
 //                       (seed B) at the same n: the value any model equal to the base gets
 //   fd_real             FD between all samples and a random real test subset of the same size;
 //                       fd_real_floor is that subset against another disjoint one
+//   pixel_diversity     mean over prompts of pixel_diversity() of the first 16 samples (no network)
+//   reference           the metrics' range: real test images of each class, n per prompt, scored as
+//                       samples are (fd_base, diversity, pixel_diversity), and a collapsed model
+//                       whose n samples of a prompt are all the base's first (fd_base; its two
+//                       diversities are 0)
 //   pixels              near-black / near-white fractions and intensity entropy (hacking
 //                       detectors), next to the real test set's values
 #pragma once
@@ -38,6 +43,8 @@ struct EvalReference {
   Gaussian real_b;                     // a real test subset of 10·n images
   double fd_real_floor = 0;
   PixelStats real_pixels;
+  // the metrics' range (see the top): per-prompt means
+  double real_fd_base = 0, real_diversity = 0, real_pixel_diversity = 0, collapsed_fd_base = 0;
   Tensor base_images_a;                // the base model's own seed-A samples (for reports)
 };
 

@@ -170,6 +170,24 @@ double diversity(const Tensor& e) {
   return total / (static_cast<double>(n * (n - 1)) / 2.0);
 }
 
+double pixel_diversity(const Tensor& images) {
+  VGG_CHECK(images.dim() >= 2 && images.size(0) >= 2 && is_floating(images.dtype()),
+            "pixel_diversity: expected floating images [N >= 2, ...], got ", describe(images));
+  const int64_t n = images.size(0), d = images.numel() / n;
+  // Σ_{i<j} ‖x_i − x_j‖² = n·Σ‖x_i‖² − ‖Σ x_i‖², per pixel (so rounding stays local)
+  const std::vector<double> x = images.to_vector();
+  double total = 0;
+  for (int64_t j = 0; j < d; ++j) {
+    double s = 0, s2 = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const double v = x[static_cast<size_t>(i * d + j)];
+      s += v, s2 += v * v;
+    }
+    total += static_cast<double>(n) * s2 - s * s;
+  }
+  return std::max(0.0, total) / (static_cast<double>(n * (n - 1)) / 2.0) / static_cast<double>(d);
+}
+
 PixelStats pixel_stats(const Tensor& images) {
   VGG_CHECK(images.numel() > 0 && is_floating(images.dtype()), "pixel_stats: expected floating images, got ",
             describe(images));

@@ -7,6 +7,9 @@
 //   diversity          mean over the n(n − 1)/2 pairs of ‖ê_i − ê_j‖² with ê = e/‖e‖ (0 = all
 //                      identical, 2 = orthogonal on average). Twice the "Σ‖e_i − e_j‖²/(2n(n−1))"
 //                      batch variance of the reference design.
+//   pixel_diversity    mean over the n(n − 1)/2 pairs of images of their mean squared pixel
+//                      difference (0 = all identical; at most 4 for images in [−1, 1]): a diversity
+//                      no feature network grades.
 //   pixel_stats        hacking detectors: fractions of near-black (< 2% intensity) and near-white
 //                      (> 98%) pixels and the entropy in bits of a 32-bin intensity histogram.
 //   fit_ridge          ridge regression (unpenalised intercept) for the aesthetic probes.
@@ -32,6 +35,7 @@ double frechet_distance(const Tensor& ea, const Tensor& eb);
 std::vector<double> symmetric_eigen(std::vector<double> a, int64_t n, std::vector<double>* vectors = nullptr);
 
 double diversity(const Tensor& e);
+double pixel_diversity(const Tensor& images);  // images [N >= 2, ...]
 
 struct PixelStats {
   double near_black = 0, near_white = 0, entropy_bits = 0;

@@ -97,6 +97,21 @@ TEST(Metrics, DiversityAndPixelStats) {
   EXPECT_NEAR(flow::diversity(from_vector(std::vector<double>{1, 0, -0.5, s, -0.5, -s}, {3, 2}, opts(DType::F64))), 3.0,
               1e-12);
 
+  // pixel diversity: identical images 0; black against white 4 per pixel; three images against a
+  // brute-force mean over pairs
+  EXPECT_NEAR(flow::pixel_diversity(ops::expand(rnd({1, 1, 3, 3}, 4), {4, 1, 3, 3})), 0.0, 1e-15);
+  EXPECT_DOUBLE_EQ(flow::pixel_diversity(ops::cat({full({1, 1, 2, 2}, -1.0), full({1, 1, 2, 2}, 1.0)}, 0)), 4.0);
+  {
+    Tensor x = rnd({3, 1, 2, 3}, 5);
+    const std::vector<double> v = x.to_vector();
+    double brute = 0;
+    for (int i = 0; i < 3; ++i)
+      for (int k = i + 1; k < 3; ++k)
+        for (int j = 0; j < 6; ++j) brute += (v[i * 6 + j] - v[k * 6 + j]) * (v[i * 6 + j] - v[k * 6 + j]) / 6 / 3;
+    EXPECT_NEAR(flow::pixel_diversity(x), brute, 1e-12);
+    EXPECT_TRUE(throws_error([&] { flow::pixel_diversity(ops::narrow(x, 0, 0, 1)); }, {"N >= 2"}));
+  }
+
   flow::PixelStats black = flow::pixel_stats(full({2, 1, 4, 4}, -1.0));
   EXPECT_DOUBLE_EQ(black.near_black, 1.0);
   EXPECT_DOUBLE_EQ(black.near_white, 0.0);
@@ -147,6 +162,7 @@ TEST(EvalCache, MalformedCachesAreRecomputedNotTrusted) {
   ref.fd_real_floor = 1.5;
   ref.real_pixels = {0.1, 0.2, 4.5, 0.0};
   ref.base_images_a = full({30, 1, 4, 4}, 0.25);
+  ref.real_fd_base = 3, ref.real_diversity = 0.5, ref.real_pixel_diversity = 0.25, ref.collapsed_fd_base = 9;
   const std::string good = dir + "/good.safetensors";
   flow::save_reference(good, ref, "k");
   flow::EvalReference back;
@@ -155,6 +171,8 @@ TEST(EvalCache, MalformedCachesAreRecomputedNotTrusted) {
   EXPECT_EQ(back.base_b[3].mean, ref.base_b[3].mean);
   EXPECT_EQ(back.real_b.n, 30);
   EXPECT_EQ(back.fd_base_floor, ref.fd_base_floor);
+  EXPECT_EQ(back.real_pixel_diversity, 0.25);
+  EXPECT_EQ(back.collapsed_fd_base, 9.0);
   EXPECT_FALSE(flow::load_reference(good, "another key", o, &back));
   flow::EvalOptions other = o;
   other.per_prompt = 4;  // same key by construction here, other sizes
@@ -181,6 +199,8 @@ TEST(EvalCache, MalformedCachesAreRecomputedNotTrusted) {
       write("short_floor", {{"fd_base_floor", F({0, 1}, {2})}}, {}),
       write("other_width", {{"real_b_mean", F({1, 2, 3}, {1, 3})}, {"real_b_cov", F(std::vector<double>(9, 1.0), {1, 3, 3})}}, {}),
       write("images_shape", {{"base_images_a", full({7, 1, 4, 4}, 0.0)}}, {}),
+      write("short_reference_values", {{"reference_values", F({1, 2}, {2})}}, {}),
+      write("nan_reference_values", {{"reference_values", F({1, std::nan(""), 3, 4}, {4})}}, {}),
   };
   for (const auto& path : bad) {
     SCOPED_TRACE(path);
@@ -290,6 +310,23 @@ TEST(Evaluation, TheBaseSitsExactlyAtTheNoiseFloor) {
   EXPECT_GE(j["fb_accuracy"].get<double>(), 0.0);
   EXPECT_LE(j["fb_accuracy"].get<double>(), 1.0);
   EXPECT_GT(j["diversity"].get<double>(), 0.0);
+  EXPECT_GT(j["pixel_diversity"].get<double>(), 0.0);
+  // the metrics' range: real images are away from the base, a collapsed model further than the base
+  // itself; the values are the reference's in every evaluation
+  EXPECT_GT(ref.real_fd_base, 0.0);
+  EXPECT_GT(ref.real_diversity, 0.0);
+  EXPECT_GT(ref.real_pixel_diversity, 0.0);
+  EXPECT_GT(ref.collapsed_fd_base, j["fd_base_floor"].get<double>());
+  EXPECT_EQ(j["reference"]["real"]["fd_base"].get<double>(), ref.real_fd_base);
+  EXPECT_EQ(j["reference"]["collapsed"]["fd_base"].get<double>(), ref.collapsed_fd_base);
+  {  // a collapsed set of samples (each prompt's first base sample, n times) scores the collapsed values
+    std::vector<int64_t> rows;
+    for (int64_t c = 0; c < 10; ++c) rows.insert(rows.end(), 6, c * 6);
+    const nlohmann::json jc = flow::evaluate_images(ops::index_select(ref.base_images_a, 0, from_vector(rows, {60})), rw, ref);
+    EXPECT_NEAR(jc["fd_base"].get<double>(), ref.collapsed_fd_base, 1e-6 * ref.collapsed_fd_base);
+    EXPECT_NEAR(jc["diversity"].get<double>(), 0.0, 1e-12);
+    EXPECT_NEAR(jc["pixel_diversity"].get<double>(), 0.0, 1e-12);
+  }
   // another model is away from the base: above the floor on average
   flow::FlowModel other = small_flow_model(9);
   Tensor imgs = flow::sample_images(other.velocity(), *other.prompts, flow::per_class_ids(6), o.sampling, o.seed);
