@@ -4,7 +4,12 @@
 //
 //   vgg_toy --out runs/compare/toy.json [--methods "vggflow vggflow-exact am pmp refl draft"]
 //           [--seeds "0 1 2"] [--beta 0.5] [--updates 600] [--base-steps 3000] [--lr 1e-3]
-//           [--lr-value 1e-2] [--alpha 100] [--eta t2|t|1] [--figures DIR]
+//           [--lr-value 1e-2] [--alpha 100] [--eta t2|t|1] [--reward linear|bump] [--figures DIR]
+//
+// --reward bump: r(x) = exp(−‖x − (1.5, 1.5)‖²/2), bounded and nonlinear. When the methods include
+// vggflow and pmp, the JSON's "costate" compares the first seed's learned value gradient g_φ with
+// PMP's co-state along PMP's trajectories (toy::compare_to_costate: per-step mean cosine and norm
+// ratio) and the two control objectives.
 //
 // The JSON holds the settings, the base's distances and the target-vs-target floor, every run's
 // curve (update, MMD, sliced W2, mean reward) and 400 final samples per method (seed 0) for plots.
@@ -100,11 +105,13 @@ int plot_figures(const std::string& dir) {
 }
 
 int run(int argc, char** argv) {
-  cli::Flags f(argc, argv, {"--out", "--methods", "--seeds", "--beta", "--updates", "--base-steps", "--lr", "--lr-value", "--alpha", "--eta", "--figures"}, {"--help"});
+  cli::Flags f(argc, argv, {"--out", "--methods", "--seeds", "--beta", "--updates", "--base-steps", "--lr", "--lr-value", "--alpha", "--eta", "--figures", "--reward"}, {"--help"});
   if (f.has("--help")) {
     std::printf("usage: vgg_toy --out FILE.json [--methods \"vggflow vggflow-exact am pmp refl draft\"] [--seeds \"0 1 2\"]\n"
                 "               [--beta 0.5] [--updates 600] [--base-steps 3000] [--lr 1e-3] [--lr-value 1e-2] [--alpha 100]\n"
-                "               [--eta t2|t|1] [--figures DIR]\n"
+                "               [--eta t2|t|1] [--reward linear|bump] [--figures DIR]\n"
+                "  --reward bump  a bounded nonlinear reward exp(-|x - (1.5, 1.5)|^2 / 2); with vggflow and pmp among the\n"
+                "                 methods the JSON compares VGG-Flow's value gradient with PMP's co-state (\"costate\")\n"
                 "  --figures DIR  also write the tutorial's figures of the toy (fields, value gradient, trajectories)\n"
                 "                 to DIR: toy_figures.json and PNGs drawn by tools/plot-toy (needs python3-matplotlib)\n");
     return 0;
@@ -145,7 +152,9 @@ int run(int argc, char** argv) {
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<double> losses;
   auto base = toy::train_base(base_steps, 512, 7, &losses);
-  auto reward = toy::linear_reward();
+  const std::string reward_name = f.str("--reward", "linear");
+  if (reward_name != "linear" && reward_name != "bump") throw cli::UsageError("--reward must be linear or bump, got '" + reward_name + "'");
+  auto reward = toy::make_toy_reward(reward_name);
   Generator g(2024);
   Tensor pool = toy::euler_rollout(base->field(), randn({40000, 2}, opts(DType::F64), &g), toy::toy_sigmas(o.sample_steps)).back();
   Tensor target = toy::importance_resample(pool, *reward, o.beta, o.eval_samples, g);
@@ -156,7 +165,7 @@ int run(int argc, char** argv) {
   json j;
   j["settings"] = {{"beta", o.beta}, {"updates", o.updates}, {"batch", o.batch}, {"sample_steps", o.sample_steps},
                    {"base_steps", base_steps}, {"eval_samples", o.eval_samples}, {"lr", o.lr}, {"lr_value", o.lr_value}, {"alpha", o.alpha}, {"eta", f.str("--eta", "t2")},
-                   {"reward", "linear (x + y)/sqrt(2)"}, {"data", "4 Gaussians at (+-1.5, +-1.5), std 0.35"}};
+                   {"reward", reward_name == "linear" ? "linear (x + y)/sqrt(2)" : "bump exp(-|x - (1.5, 1.5)|^2 / 2)"}, {"data", "4 Gaussians at (+-1.5, +-1.5), std 0.35"}};
   j["base_loss_last100"] = [&] {
     double s = 0;
     for (size_t i = losses.size() - std::min<size_t>(100, losses.size()); i < losses.size(); ++i) s += losses[i];
@@ -170,7 +179,7 @@ int run(int argc, char** argv) {
   j["base"]["objective"] = -j["base"]["reward"].get<double>();
   j["target_samples"] = points(target, 400);
   j["base_samples"] = points(base_x, 400);
-  std::vector<toy::ToyResult> firsts;  // the first seed's run of each method (for --figures)
+  std::vector<toy::ToyResult> firsts;  // the first seed's run of each method (--figures, the co-state comparison)
   std::fprintf(stderr, "vgg_toy: base trained (%lld steps, loss %.4f); base-vs-data MMD %.4f; target: MMD base %.4f, floor %.4f\n",
                static_cast<long long>(base_steps), j["base_loss_last100"].get<double>(), j["base_vs_data"]["mmd"].get<double>(),
                j["base"]["mmd"].get<double>(), j["floor"]["mmd"].get<double>());
@@ -183,12 +192,30 @@ int run(int argc, char** argv) {
       for (const auto& e : r.curve) c.push_back({{"update", e.update}, {"mmd", e.mmd}, {"sliced_w2", e.sliced_w2}, {"reward", e.reward}, {"objective", e.objective}});
       json run{{"method", m}, {"seed", s}, {"curve", c}, {"seconds", r.seconds}};
       if (s == seeds[0]) run["samples"] = points(r.samples, 400);
-      if (s == seeds[0] && !figures.empty()) firsts.push_back(r);
+      if (s == seeds[0]) firsts.push_back(r);
       j["runs"].push_back(run);
       std::fprintf(stderr, "vgg_toy: %-14s seed %llu: MMD %.4f sliced-W2 %.4f reward %.3f objective %.3f (%.1f s)\n",
                    m.c_str(), static_cast<unsigned long long>(s), r.curve.back().mmd, r.curve.back().sliced_w2,
                    r.curve.back().reward, r.curve.back().objective, r.seconds);
     }
+  {  // VGG-Flow's value gradient against PMP's co-state (first seed)
+    const toy::ToyResult *v = nullptr, *p = nullptr;
+    for (const auto& r : firsts) {
+      if (r.method == "vggflow" && !v) v = &r;
+      if (r.method == "pmp" && !p) p = &r;
+    }
+    if (v && p) {
+      const Tensor pts = ops::narrow(noise, 0, 0, 500);
+      const toy::CostateComparison c = toy::compare_to_costate(*v, *p, *base, *reward, pts, o);
+      const double ov = v->curve.back().objective, op = p->curve.back().objective;
+      j["costate"] = {{"seed", seeds[0]}, {"samples", 500}, {"cosine", c.cosine}, {"norm_ratio", c.norm_ratio},
+                      {"mean_cosine", c.mean_cosine}, {"objective_vggflow", ov}, {"objective_pmp", op},
+                      {"objective_gap", (ov - op) / std::abs(op)}};
+      std::fprintf(stderr, "vgg_toy: value gradient vs PMP co-state (seed %llu): mean cosine %.3f (step 1 %.3f, step %lld %.3f); objective VGG-Flow %.4f, PMP %.4f (%+.1f%%)\n",
+                   static_cast<unsigned long long>(seeds[0]), c.mean_cosine, c.cosine[1], static_cast<long long>(c.cosine.size() - 1),
+                   c.cosine.back(), ov, op, 100 * (ov - op) / std::abs(op));
+    }
+  }
   j["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (!out.empty()) {
     cli::write_text_atomic(out, j.dump(1) + "\n");

@@ -131,6 +131,57 @@ class LinearReward : public Reward {
 
 std::unique_ptr<Reward> linear_reward() { return std::make_unique<LinearReward>(); }
 
+namespace {
+class BumpReward : public Reward {
+ public:
+  std::string name() const override { return "bump"; }
+  Tensor operator()(const Tensor& x) const override {
+    VGG_CHECK(x.dim() == 2 && x.size(1) == 2, "bump reward: need x [B, 2], got ", describe(x));
+    const Tensor d = ops::sub(x, full({1, 2}, 1.5, opts(x.dtype(), x.device())));
+    return ops::exp(ops::mul(ops::sum(ops::square(d), {1}), -0.5));
+  }
+};
+}  // namespace
+
+std::unique_ptr<Reward> bump_reward() { return std::make_unique<BumpReward>(); }
+
+std::unique_ptr<Reward> make_toy_reward(const std::string& name) {
+  if (name == "linear") return linear_reward();
+  if (name == "bump") return bump_reward();
+  VGG_FAIL("unknown toy reward '", name, "' (linear or bump)");
+}
+
+CostateComparison compare_to_costate(const ToyResult& vggflow, const ToyResult& pmp, const VelocityMLP& base,
+                                     const Reward& reward, const Tensor& noise, const ToyOptions& o) {
+  VGG_CHECK(vggflow.nu_net && vggflow.theta && pmp.theta, "compare_to_costate: need a VGG-Flow run (with its nu) and a PMP run");
+  const std::vector<float> sig = toy_sigmas(o.sample_steps);
+  const std::vector<Tensor> xs = euler_rollout(pmp.theta->field(), noise, sig);
+  const Tensor terminal = ops::neg(m::reward_gradient(reward, xs.back()).grad);
+  const std::vector<Tensor> a = m::pmp_costate(pmp.theta->field(), base.field(), xs, sig, terminal, o.beta, 0);
+  const auto nu_net = vggflow.nu_net;
+  const double beta = o.beta;
+  const Field nu = [nu_net, beta](const Tensor& x, const Tensor& s) { return ops::mul(nu_net->forward(x, s), 1.0 / beta); };
+  const Field g = m::value_gradient_field(vggflow.theta->field(), nu, reward, o.eta, 1e300);
+  CostateComparison c;
+  const int64_t B = noise.size(0);
+  for (size_t k = 0; k < xs.size(); ++k) {
+    const Tensor gk = g(xs[k], full({B}, sig[k], opts(DType::F64))).detach();
+    const std::vector<double> gv = gk.to_vector(), av = a[k].to_vector();
+    double cs = 0, ratio = 0;
+    for (int64_t i = 0; i < B; ++i) {
+      const auto j = static_cast<size_t>(2 * i);
+      const double dot = gv[j] * av[j] + gv[j + 1] * av[j + 1];
+      const double ng = std::hypot(gv[j], gv[j + 1]), na = std::hypot(av[j], av[j + 1]);
+      cs += dot / std::max(ng * na, 1e-300);
+      ratio += ng / std::max(na, 1e-300);
+    }
+    c.cosine.push_back(cs / static_cast<double>(B));
+    c.norm_ratio.push_back(ratio / static_cast<double>(B));
+    if (k >= 1) c.mean_cosine += c.cosine.back() / static_cast<double>(xs.size() - 1);
+  }
+  return c;
+}
+
 Tensor importance_resample(const Tensor& pool, const Reward& r, double beta, int64_t n, Generator& gen) {
   NoGradGuard ng;
   std::vector<double> rv = r(pool).to_vector(), pv = pool.to_vector();

@@ -54,6 +54,12 @@ std::vector<Tensor> euler_rollout(const Field& u, const Tensor& x0, const std::v
 
 // r(x) = cᵀx, c = (1, 1)/√2, for x [B, 2].
 std::unique_ptr<Reward> linear_reward();
+// r(x) = exp(−‖x − m‖²/2), m = (1.5, 1.5): bounded (in (0, 1]) and nonlinear, its gradient points
+// to m, so the forward-looking term −η·∇r(x̂₁) changes direction along a trajectory and ν_φ must
+// carry what x̂₁ does not predict.
+std::unique_ptr<Reward> bump_reward();
+// "linear" or "bump"
+std::unique_ptr<Reward> make_toy_reward(const std::string& name);
 
 // n draws (with replacement) from pool [M, 2] with probabilities ∝ e^{β r(x)}.
 Tensor importance_resample(const Tensor& pool, const Reward& r, double beta, int64_t n, Generator& gen);
@@ -92,5 +98,18 @@ struct ToyResult {
 // (ODE samples from the fixed noise eval_noise [eval_samples, 2]) every eval_every updates.
 ToyResult run_method(const VelocityMLP& base, const Reward& reward, const Tensor& target, const Tensor& eval_noise,
                      const ToyOptions& o);
+
+// VGG-Flow's learned value gradient against PMP's co-state, the exact ∇ of the cost-to-go of the
+// control objective both minimise: along PMP's ODE trajectories from `noise` (x_0 … x_N), the
+// co-state a_k of its converged policy (methods::pmp_costate from a_N = −∇r(x_N), unclipped) and
+// VGG-Flow's g_φ(x_k, σ_k) = −η_t·∇r(x̂₁) + ν_φ (x̂₁ from VGG-Flow's policy; unclipped). cosine[k]
+// is the mean over the samples of cos(g, a) at step k (k = 0 … N), mean_cosine their mean over
+// k ≥ 1 (x_0 is the noise, where both are smallest), norm_ratio[k] the mean ‖g‖/‖a‖.
+struct CostateComparison {
+  std::vector<double> cosine, norm_ratio;
+  double mean_cosine = 0;
+};
+CostateComparison compare_to_costate(const ToyResult& vggflow, const ToyResult& pmp, const VelocityMLP& base,
+                                     const Reward& reward, const Tensor& noise, const ToyOptions& o);
 
 }  // namespace vgg::flow::toy

@@ -2,7 +2,9 @@
 // and VGG-Flow / Adjoint Matching moving samples toward p_base·e^{βr}.
 #include <cmath>
 
+#include "autograd/engine.h"
 #include "tests/support/test_support.h"
+#include "vggflow/methods/common.h"
 #include "vggflow/toy.h"
 
 namespace vgg::test {
@@ -73,6 +75,54 @@ TEST(Toy, VggFlowAndAdjointMatchingMoveTowardTheTiltedTarget) {
   }
   o.method = "sgd";
   EXPECT_TRUE(throws_error([&] { toy::run_method(*base, *r, target, noise, o); }, {"unknown method 'sgd'"}));
+}
+
+// The bump reward, and compare_to_costate on a case known in closed form: the policy is the base
+// (no control cost), ν ≡ 0 and η = 1. At the last state g(x_N, 0) = −∇r(x_N) = a_N (cosine and norm
+// ratio 1); one step before, x̂₁ = x_N (the prediction is the last Euler step), so g = −∇r(x_N),
+// while the co-state a_{N−1} = a_N − h·J_uᵀa_N carries the policy's Jacobian (h = σ_{N−1}).
+TEST(Toy, BumpRewardAndTheCostateComparison) {
+  auto r = toy::make_toy_reward("bump");
+  Tensor x = from_vector(std::vector<double>{1.5, 1.5, 2.5, 1.5, -0.5, 0.5}, {3, 2}, opts(DType::F64));
+  const std::vector<double> rv = (*r)(x).to_vector();
+  EXPECT_DOUBLE_EQ(rv[0], 1.0);
+  EXPECT_NEAR(rv[1], std::exp(-0.5), 1e-15);
+  EXPECT_NEAR(rv[2], std::exp(-2.5), 1e-15);
+  EXPECT_TRUE(throws_error([&] { toy::make_toy_reward("cubic"); }, {"unknown toy reward 'cubic'"}));
+
+  auto base = toy::train_base(200, 256, 7);
+  toy::ToyOptions o;
+  o.sample_steps = 6, o.beta = 2, o.eta = flow::methods::Eta::Constant;
+  toy::ToyResult v, p;
+  v.theta = std::make_shared<toy::VelocityMLP>(64, 1);
+  v.theta->load_state_dict(base->state_dict());
+  v.nu_net = std::make_shared<toy::VelocityMLP>(64, 3, 0.0);  // ν ≡ 0
+  p.theta = v.theta;
+  Generator g(5);
+  Tensor noise = randn({64, 2}, opts(DType::F64), &g);
+  const toy::CostateComparison c = toy::compare_to_costate(v, p, *base, *r, noise, o);
+  ASSERT_EQ(c.cosine.size(), 7u);
+  EXPECT_NEAR(c.cosine[6], 1.0, 1e-12);
+  EXPECT_NEAR(c.norm_ratio[6], 1.0, 1e-12);
+  // step N − 1 by hand
+  const std::vector<float> sig = toy::toy_sigmas(6);
+  const std::vector<Tensor> xs = toy::euler_rollout(base->field(), noise, sig);
+  const Tensor aN = ops::neg(flow::methods::reward_gradient(*r, xs[6]).grad);
+  Tensor xi = xs[5].detach().requires_grad_(true);
+  const Tensor vjp = grad({ops::sum(ops::mul(base->forward(xi, full({64}, sig[5], opts(DType::F64))), aN))}, {xi})[0];
+  const std::vector<double> a5 = ops::sub(aN, ops::mul(vjp, static_cast<double>(sig[5]))).to_vector(), gN = aN.to_vector();
+  double cs = 0;
+  for (size_t i = 0; i < 64; ++i) {
+    const double dot = a5[2 * i] * gN[2 * i] + a5[2 * i + 1] * gN[2 * i + 1];
+    cs += dot / (std::hypot(a5[2 * i], a5[2 * i + 1]) * std::hypot(gN[2 * i], gN[2 * i + 1])) / 64;
+  }
+  EXPECT_NEAR(c.cosine[5], cs, 1e-9);
+  EXPECT_LT(c.cosine[5], 1.0 - 1e-6);  // the Jacobian term is there
+  double mean = 0;
+  for (size_t k = 1; k < 7; ++k) mean += c.cosine[k] / 6;
+  EXPECT_NEAR(c.mean_cosine, mean, 1e-12);
+  toy::ToyResult none;
+  EXPECT_TRUE(throws_error([&] { toy::compare_to_costate(none, p, *base, *r, noise, o); }, {"need a VGG-Flow run"}));
 }
 
 }  // namespace
