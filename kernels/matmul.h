@@ -4,6 +4,7 @@
 // in f32, rounded once). beta = 0 never reads C (it may hold NaN).
 #pragma once
 #include <cstdint>
+#include <string>
 #include "tensor/dispatch.h"
 
 namespace vgg::kernels {
@@ -20,5 +21,11 @@ struct GemmArgs {
 };
 using GemmFn = void (*)(const GemmArgs& g, const void* a, const void* b, void* c);
 VGG_KERNEL_OP(GemmKernel, "gemm", GemmFn);
+
+// The CPU GEMM's kernel set: empty when it suits the CPU, else one line saying how to fix it.
+// OpenBLAS picks its kernels from the CPU's model number and falls back to its SSE3 "Prescott" ones
+// on a model it does not know (some virtual machines), 2-3x slower than the AVX2/AVX-512 kernels the
+// CPU runs; OPENBLAS_CORETYPE, read when the library loads, names them (tools/lib/common.sh sets it).
+std::string cpu_gemm_advice();
 
 }  // namespace vgg::kernels

@@ -25,6 +25,7 @@
 
 #include "autograd/engine.h"
 #include "dist/comm.h"
+#include "kernels/matmul.h"
 #include "nn/io.h"
 #include "nn/optim.h"
 #include "tensor/caching_allocator.h"
@@ -289,6 +290,10 @@ int run(int argc, char** argv) {
       cfg["compute_dtype"] == "bf16" ? std::optional<DType>(DType::BF16) : std::nullopt;
   pol.model.net->set_compute_dtype(compute);
   if (!device.is_cpu() && lead) std::fprintf(stderr, "vgg_train: networks on %s\n", device.str().c_str());
+  if (lead) {
+    const std::string advice = kernels::cpu_gemm_advice();
+    if (!advice.empty()) std::fprintf(stderr, "vgg_train: note: %s\n", advice.c_str());
+  }
   const double shift = pol.model.sampling.shift;
 
   // the method: its options from the settings
