@@ -29,11 +29,7 @@ class Mpi final : public Communicator {
   int size() const override { return w_.size; }
   std::string backend() const override { return "mpi"; }
   Device device() const override { return Device::cpu(); }
-  void barrier() override {
-    MPI_Request r;
-    MPI_Ibarrier(MPI_COMM_WORLD, &r);
-    w_.wait("barrier", r);
-  }
+  void barrier() override { w_.barrier(); }
 
  protected:
   void do_all_reduce_sum(Tensor& t) override {

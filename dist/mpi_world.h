@@ -62,6 +62,12 @@ struct MpiWorld {
       return done != 0;
     });
   }
+  // Every rank of MPI_COMM_WORLD, with the timed wait (both backends' barrier).
+  void barrier() const {
+    MPI_Request r;
+    MPI_Ibarrier(MPI_COMM_WORLD, &r);
+    wait("barrier", r);
+  }
 };
 
 }  // namespace vgg::dist

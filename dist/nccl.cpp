@@ -62,11 +62,7 @@ class Nccl final : public Communicator {
   int size() const override { return w_.size; }
   std::string backend() const override { return "nccl"; }
   Device device() const override { return Device{DeviceType::CUDA, gpu_}; }
-  void barrier() override {
-    MPI_Request r;
-    MPI_Ibarrier(MPI_COMM_WORLD, &r);
-    w_.wait("barrier", r);
-  }
+  void barrier() override { w_.barrier(); }
 
  protected:
   void do_all_reduce_sum(Tensor& t) override {

@@ -254,9 +254,7 @@ int run(int argc, char** argv) {
   }
   for (const auto& r : firsts) {
     if (!r.nu_net) continue;
-    const auto nu_net = r.nu_net;
-    const double beta = o.beta;
-    flow::methods::Field nu = [nu_net, beta](const Tensor& x, const Tensor& s) { return ops::mul(nu_net->forward(x, s), 1.0 / beta); };
+    const flow::methods::Field nu = toy::nu_field(r.nu_net, o.beta);
     flow::methods::Field zero = [](const Tensor& x, const Tensor&) { return zeros_like(x); };
     const flow::methods::Field policy = r.theta->field();
     // unclipped: the toy's linear reward has ‖∇r‖ = 1 everywhere, so the batch-quantile clip is the identity

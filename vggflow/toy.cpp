@@ -60,6 +60,10 @@ Tensor VelocityMLP::forward(const Tensor& x, const Tensor& sigma) const {
   return l3_->forward(h);
 }
 
+Field nu_field(std::shared_ptr<const VelocityMLP> net, double beta) {
+  return [net, beta](const Tensor& x, const Tensor& s) { return ops::mul(net->forward(x, s), 1.0 / beta); };
+}
+
 Field VelocityMLP::field() const {
   const VelocityMLP* self = this;
   return [self](const Tensor& x, const Tensor& s) { return self->forward(x, s); };
@@ -158,10 +162,7 @@ CostateComparison compare_to_costate(const ToyResult& vggflow, const ToyResult& 
   const std::vector<Tensor> xs = euler_rollout(pmp.theta->field(), noise, sig);
   const Tensor terminal = ops::neg(m::reward_gradient(reward, xs.back()).grad);
   const std::vector<Tensor> a = m::pmp_costate(pmp.theta->field(), base.field(), xs, sig, terminal, o.beta, 0);
-  const auto nu_net = vggflow.nu_net;
-  const double beta = o.beta;
-  const Field nu = [nu_net, beta](const Tensor& x, const Tensor& s) { return ops::mul(nu_net->forward(x, s), 1.0 / beta); };
-  const Field g = m::value_gradient_field(vggflow.theta->field(), nu, reward, o.eta, 1e300);
+  const Field g = m::value_gradient_field(vggflow.theta->field(), nu_field(vggflow.nu_net, o.beta), reward, o.eta, 1e300);
   CostateComparison c;
   const int64_t B = noise.size(0);
   for (size_t k = 0; k < xs.size(); ++k) {
@@ -243,8 +244,7 @@ class ToyMethod final : public m::Method {
             const VelocityMLP& base, const Reward& reward)
       : o_(o), theta_(std::move(theta)), nu_net_(std::move(nu_net)), reward_(reward), sig_(toy_sigmas(o.sample_steps)) {
     const double beta = o.beta;
-    const auto nu_net_p = nu_net_;
-    nu_ = [nu_net_p, beta](const Tensor& x, const Tensor& s) { return ops::mul(nu_net_p->forward(x, s), 1.0 / beta); };
+    nu_ = nu_field(nu_net_, beta);
     f_ = m::Fields{theta_->field(), theta_->field(), base.field()};
     vo_.beta = beta, vo_.alpha = o.alpha, vo_.eta = o.eta, vo_.bins = 2;
     vo_.derivatives = o.method == "vggflow-exact" ? m::Derivatives::Exact : m::Derivatives::FiniteDifference;

@@ -40,6 +40,9 @@ class VelocityMLP : public nn::Module {
   std::shared_ptr<nn::Linear> l0_, l1_, l2_, l3_;
 };
 
+// ν_φ = net(x, σ)/β as a field (the value net's output is in velocity units, as ValueNet's).
+Field nu_field(std::shared_ptr<const VelocityMLP> net, double beta);
+
 // n samples of the mixture [n, 2] (f64).
 Tensor sample_mixture(int64_t n, Generator& gen);
 
